@@ -1,0 +1,51 @@
+# restartcoord: make demo runs the scripted scenario, make test the tests.
+GO        ?= go
+BIN       := $(CURDIR)/bin
+NATSCLI   := github.com/nats-io/natscli/nats@v0.5.0
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=0.1.0-$(subst /,-,$(VERSION))
+export PATH := $(BIN):$(PATH)
+
+.PHONY: all build demo dev test test-short bench lint fmt tools fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/restartcoord ./cmd/restartcoord
+
+demo: build
+	$(BIN)/restartcoord demo
+
+dev: build
+	$(BIN)/restartcoord dev
+
+# The tests need the real nats CLI for the acceptance test: tools installs it.
+test: tools
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 10x -timeout 30m ./node/... ./bus/...
+
+fuzz:
+	for f in $$($(GO) test -list 'Fuzz.*' ./schema | grep ^Fuzz); do \
+		$(GO) test ./schema -run '^$$' -fuzz "^$$f$$" -fuzztime 20s || exit 1; done
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2026.1 ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+tools: $(BIN)/nats
+
+$(BIN)/nats:
+	GOBIN=$(BIN) $(GO) install $(NATSCLI)
+
+clean:
+	rm -rf $(BIN) .restartcoord-dev .restartcoord-demo

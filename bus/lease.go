@@ -1,0 +1,135 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrLeaseHeld is returned by AcquireLease when another holder has the key.
+var ErrLeaseHeld = errors.New("bus: lease held by another holder")
+
+// ErrLeaseLost is returned by Refresh when the key changed under us (it
+// expired and someone else took it, or it was deleted).
+var ErrLeaseLost = errors.New("bus: lease lost")
+
+// Lease is a key in a KV bucket with a per-key TTL, held while refreshed.
+// Its Term (the revision at acquisition) is a fencing token: a later holder
+// always has a higher one.
+type Lease struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	bucket string
+	key    string
+	ttl    time.Duration
+
+	mu         sync.Mutex
+	value      []byte
+	term       uint64
+	rev        uint64
+	validUntil time.Time // local clock: last refresh sent + ttl
+}
+
+// AcquireLease creates key with value and a TTL, if nobody holds it. When the
+// key is held it returns ErrLeaseHeld wrapped with the holder's value.
+func AcquireLease(ctx context.Context, js jetstream.JetStream, bucket, key string, value []byte, ttl time.Duration) (*Lease, error) {
+	if ttl < time.Second {
+		return nil, fmt.Errorf("bus: lease ttl must be at least 1s, got %s", ttl)
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("bus: lease bucket %s: %w", bucket, err)
+	}
+	sent := time.Now()
+	rev, err := kv.Create(ctx, key, value, jetstream.KeyTTL(ttl))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			holder := "unknown"
+			if e, gerr := kv.Get(ctx, key); gerr == nil {
+				holder = string(e.Value())
+			}
+			return nil, &LeaseHeldError{Key: key, Holder: holder}
+		}
+		return nil, fmt.Errorf("bus: acquire lease %s: %w", key, err)
+	}
+	return &Lease{js: js, kv: kv, bucket: bucket, key: key, ttl: ttl, value: value,
+		term: rev, rev: rev, validUntil: sent.Add(ttl)}, nil
+}
+
+// LeaseHeldError says who holds a lease.
+type LeaseHeldError struct {
+	Key    string
+	Holder string
+}
+
+func (e *LeaseHeldError) Error() string {
+	return fmt.Sprintf("lease %s is held by %s", e.Key, e.Holder)
+}
+func (e *LeaseHeldError) Unwrap() error { return ErrLeaseHeld }
+
+// Term is the revision at which the lease was acquired: the fencing token.
+func (l *Lease) Term() uint64 { l.mu.Lock(); defer l.mu.Unlock(); return l.term }
+
+// TTL is the lease's time to live.
+func (l *Lease) TTL() time.Duration { return l.ttl }
+
+// ValidUntil is when the lease may have expired, by the local clock, counted
+// from when the last successful refresh was sent.
+func (l *Lease) ValidUntil() time.Time { l.mu.Lock(); defer l.mu.Unlock(); return l.validUntil }
+
+// Refresh extends the TTL. It publishes to the key's subject with the TTL
+// and the expected last revision (KV Update() would drop the per-key TTL),
+// so a key someone else took in between fails with ErrLeaseLost.
+func (l *Lease) Refresh(ctx context.Context) error {
+	l.mu.Lock()
+	rev, value := l.rev, l.value
+	l.mu.Unlock()
+	sent := time.Now()
+	ack, err := l.js.Publish(ctx, "$KV."+l.bucket+"."+l.key, value,
+		jetstream.WithMsgTTL(l.ttl), jetstream.WithExpectLastSequencePerSubject(rev))
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return fmt.Errorf("%w: %s", ErrLeaseLost, l.key)
+		}
+		return fmt.Errorf("bus: refresh lease %s: %w", l.key, err)
+	}
+	l.mu.Lock()
+	l.rev, l.validUntil = ack.Sequence, sent.Add(l.ttl)
+	l.mu.Unlock()
+	return nil
+}
+
+// SetValue changes the value written on the next refresh.
+func (l *Lease) SetValue(v []byte) { l.mu.Lock(); l.value = v; l.mu.Unlock() }
+
+// Release deletes the key if it is still ours.
+func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	rev := l.rev
+	l.mu.Unlock()
+	if err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev)); err != nil {
+		return fmt.Errorf("bus: release lease %s: %w", l.key, err)
+	}
+	return nil
+}
+
+// LeaseHolder returns the current value of a lease key, or "" when free.
+func LeaseHolder(ctx context.Context, js jetstream.JetStream, bucket, key string) (string, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return "", err
+	}
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return string(e.Value()), nil
+}

@@ -1,0 +1,88 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+)
+
+// Handler answers one request: a value marshalled as the reply, or an error
+// (a *schema.Error keeps its code; anything else is INTERNAL).
+type Handler func(ctx context.Context, data []byte, hdr nats.Header) (any, error)
+
+// Endpoint is one subject of a service.
+type Endpoint struct {
+	Name    string
+	Subject string
+	Handler Handler
+}
+
+// ServiceConfig describes a micro service instance.
+type ServiceConfig struct {
+	Name        string
+	Version     string
+	Description string
+	Metadata    map[string]string
+	Endpoints   []Endpoint
+}
+
+// Service is a registered micro service.
+type Service struct {
+	svc    micro.Service
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Serve registers a micro service whose endpoints answer with the contract's
+// envelope. Each request is handled on its own goroutine, so a long one (a
+// restart) never delays another (a health check, or a second restart that
+// must be told RESTART_IN_PROGRESS).
+func (c *Conn) Serve(cfg ServiceConfig) (*Service, error) {
+	svc, err := micro.AddService(c.Conn, micro.Config{Name: cfg.Name, Version: cfg.Version,
+		Description: cfg.Description, Metadata: cfg.Metadata})
+	if err != nil {
+		return nil, fmt.Errorf("bus: add service %s: %w", cfg.Name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{svc: svc, ctx: ctx, cancel: cancel}
+	for _, ep := range cfg.Endpoints {
+		h := ep.Handler
+		err := svc.AddEndpoint(ep.Name, micro.HandlerFunc(func(req micro.Request) {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				v, err := h(ctx, req.Data(), nats.Header(req.Headers()))
+				if err != nil {
+					_ = RespondError(req, err)
+					return
+				}
+				_ = Respond(req, v)
+			}()
+		}), micro.WithEndpointSubject(ep.Subject), micro.WithEndpointQueueGroupDisabled())
+		if err != nil {
+			_ = svc.Stop()
+			cancel()
+			return nil, fmt.Errorf("bus: add endpoint %s: %w", ep.Subject, err)
+		}
+	}
+	// Endpoints answer only once the server has the subscriptions.
+	if err := c.Flush(); err != nil {
+		_ = svc.Stop()
+		cancel()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Stop unregisters the service, cancels the handlers' context and waits
+// for the handlers still running.
+func (s *Service) Stop() error {
+	err := s.svc.Stop()
+	s.cancel()
+	s.wg.Wait()
+	return err
+}

@@ -1,0 +1,308 @@
+package bus
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/restartcoord/restartcoord/schema"
+)
+
+// Store is the JetStream side of a node: journal, snapshots, buffered
+// requests, events. It satisfies node's small interfaces.
+type Store struct {
+	conn *Conn
+	js   jetstream.JetStream
+}
+
+// NewStore wraps a connection's JetStream.
+func NewStore(c *Conn) (*Store, error) {
+	js, err := jetstream.New(c.Conn)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{conn: c, js: js}, nil
+}
+
+// JetStream exposes the JetStream context (for init and checks).
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Conn is the connection the store uses.
+func (s *Store) Conn() *Conn { return s.conn }
+
+// --- journal -----------------------------------------------------------------
+
+// Append writes one journal entry and returns its stream sequence once
+// JetStream has stored it (and, with sync_interval always, synced it). A
+// non-empty msgID makes a retried append (after a lost acknowledgement) a
+// no-op that returns the original sequence.
+func (s *Store) Append(ctx context.Context, nodeID, msgID string, e *schema.JournalEntry) (uint64, error) {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return 0, err
+	}
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	ack, err := s.js.Publish(ctx, schema.JournalSubject(nodeID), data, opts...)
+	if err != nil {
+		return 0, fmt.Errorf("bus: journal append: %w", err)
+	}
+	return ack.Sequence, nil
+}
+
+// LastSeq is the stream sequence of the node's newest journal entry (0: none).
+func (s *Store) LastSeq(ctx context.Context, nodeID string) (uint64, error) {
+	st, err := s.js.Stream(ctx, schema.StreamJournal)
+	if err != nil {
+		return 0, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, schema.JournalSubject(nodeID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("bus: journal last: %w", err)
+	}
+	return m.Sequence, nil
+}
+
+// Replay calls fn for every journal entry of the node after afterSeq, in
+// order, and returns the number of entries.
+func (s *Store) Replay(ctx context.Context, nodeID string, afterSeq uint64, fn func(seq uint64, e *schema.JournalEntry) error) (int, error) {
+	last, err := s.LastSeq(ctx, nodeID)
+	if err != nil || last <= afterSeq {
+		return 0, err
+	}
+	cons, err := s.js.OrderedConsumer(ctx, schema.StreamJournal, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{schema.JournalSubject(nodeID)},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy, OptStartSeq: afterSeq + 1,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("bus: journal replay: %w", err)
+	}
+	n := 0
+	for {
+		batch, err := cons.Fetch(4096, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return n, fmt.Errorf("bus: journal replay: %w", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return n, err
+			}
+			var e schema.JournalEntry
+			if err := json.Unmarshal(m.Data(), &e); err != nil {
+				return n, schema.Errorf(schema.CodeStateCorruption, "journal entry %d of %s unreadable: %v", md.Sequence.Stream, nodeID, err)
+			}
+			if err := fn(md.Sequence.Stream, &e); err != nil {
+				return n, err
+			}
+			n++
+			if md.Sequence.Stream >= last {
+				return n, nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return n, fmt.Errorf("bus: journal replay: %w", err)
+		}
+		if got == 0 {
+			return n, fmt.Errorf("bus: journal replay of %s stopped before sequence %d", nodeID, last)
+		}
+	}
+}
+
+// Compact removes the node's journal entries up to and including throughSeq.
+func (s *Store) Compact(ctx context.Context, nodeID string, throughSeq uint64) error {
+	if throughSeq == 0 {
+		return nil
+	}
+	st, err := s.js.Stream(ctx, schema.StreamJournal)
+	if err != nil {
+		return err
+	}
+	return st.Purge(ctx, jetstream.WithPurgeSubject(schema.JournalSubject(nodeID)), jetstream.WithPurgeSequence(throughSeq+1))
+}
+
+// --- snapshots ---------------------------------------------------------------
+
+func snapshotName(nodeID, id string) string { return nodeID + "/" + id }
+
+func (s *Store) objects(ctx context.Context) (jetstream.ObjectStore, error) {
+	return s.js.ObjectStore(ctx, schema.ObjectSnapshots)
+}
+
+// PutSnapshot stores a snapshot, reads it back and verifies its checksum.
+func (s *Store) PutSnapshot(ctx context.Context, snap *schema.Snapshot, tasks, sessions int) (schema.SnapshotInfo, error) {
+	obs, err := s.objects(ctx)
+	if err != nil {
+		return schema.SnapshotInfo{}, err
+	}
+	data, err := snap.Marshal()
+	if err != nil {
+		return schema.SnapshotInfo{}, err
+	}
+	info := schema.SnapshotInfo{SnapshotID: snap.SnapshotID, NodeID: snap.NodeID, TakenAt: snap.TakenAt,
+		Trigger: snap.Trigger, SchemaVersion: snap.SchemaVersion, JournalSeq: snap.JournalSeq,
+		SizeBytes: int64(len(data)), Tasks: tasks, Sessions: sessions, Checksum: snap.Checksum}
+	meta := map[string]string{
+		"taken_at": snap.TakenAt.Format(time.RFC3339Nano), "trigger": snap.Trigger,
+		"schema_version": strconv.Itoa(snap.SchemaVersion), "journal_seq": strconv.FormatUint(snap.JournalSeq, 10),
+		"tasks": strconv.Itoa(tasks), "sessions": strconv.Itoa(sessions), "checksum": snap.Checksum,
+	}
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: snapshotName(snap.NodeID, snap.SnapshotID), Metadata: meta},
+		bytes.NewReader(data)); err != nil {
+		return info, fmt.Errorf("bus: store snapshot: %w", err)
+	}
+	back, err := s.GetSnapshot(ctx, snap.NodeID, snap.SnapshotID)
+	if err != nil {
+		return info, fmt.Errorf("bus: verify snapshot after write: %w", err)
+	}
+	if back.Checksum != snap.Checksum {
+		return info, schema.Errorf(schema.CodeStateCorruption, "snapshot %s read back with checksum %s, wrote %s", snap.SnapshotID, back.Checksum, snap.Checksum)
+	}
+	return info, nil
+}
+
+// GetSnapshot reads and verifies one snapshot.
+func (s *Store) GetSnapshot(ctx context.Context, nodeID, id string) (*schema.Snapshot, error) {
+	obs, err := s.objects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	data, err := obs.GetBytes(ctx, snapshotName(nodeID, id))
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, schema.Errorf(schema.CodeNotFound, "no snapshot %s for node %s", id, nodeID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: read snapshot %s: %w", id, err)
+	}
+	return schema.UnmarshalSnapshot(data)
+}
+
+// ListSnapshots lists the node's snapshots, newest first, numbered from 1.
+func (s *Store) ListSnapshots(ctx context.Context, nodeID string) ([]schema.SnapshotInfo, error) {
+	obs, err := s.objects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := obs.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: list snapshots: %w", err)
+	}
+	var out []schema.SnapshotInfo
+	prefix := nodeID + "/"
+	for _, o := range all {
+		if o.Deleted || !strings.HasPrefix(o.Name, prefix) {
+			continue
+		}
+		m := o.Metadata
+		taken, _ := time.Parse(time.RFC3339Nano, m["taken_at"])
+		sv, _ := strconv.Atoi(m["schema_version"])
+		seq, _ := strconv.ParseUint(m["journal_seq"], 10, 64)
+		tasks, _ := strconv.Atoi(m["tasks"])
+		sessions, _ := strconv.Atoi(m["sessions"])
+		out = append(out, schema.SnapshotInfo{SnapshotID: strings.TrimPrefix(o.Name, prefix), NodeID: nodeID,
+			TakenAt: taken, Trigger: m["trigger"], SchemaVersion: sv, JournalSeq: seq, SizeBytes: int64(o.Size),
+			Tasks: tasks, Sessions: sessions, Checksum: m["checksum"]})
+	}
+	slices.SortFunc(out, func(a, b schema.SnapshotInfo) int {
+		if c := b.TakenAt.Compare(a.TakenAt); c != 0 {
+			return c
+		}
+		return strings.Compare(b.SnapshotID, a.SnapshotID)
+	})
+	for i := range out {
+		out[i].Index = i + 1
+	}
+	return out, nil
+}
+
+// DeleteSnapshot removes one snapshot.
+func (s *Store) DeleteSnapshot(ctx context.Context, nodeID, id string) error {
+	obs, err := s.objects(ctx)
+	if err != nil {
+		return err
+	}
+	return obs.Delete(ctx, snapshotName(nodeID, id))
+}
+
+// --- events ------------------------------------------------------------------
+
+// PublishDurable publishes v as JSON to a stream subject and waits for the
+// stream's acknowledgement.
+func (s *Store) PublishDurable(ctx context.Context, subj string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = s.js.Publish(ctx, subj, data)
+	return err
+}
+
+// Publish sends v as JSON on a core subject (no acknowledgement).
+func (s *Store) Publish(subj string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.conn.Publish(subj, data)
+}
+
+// ReadSubject calls fn with every message kept on subj in stream, oldest first.
+func (s *Store) ReadSubject(ctx context.Context, stream, subj string, fn func(data []byte) error) error {
+	st, err := s.js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	if _, err := st.GetLastMsgForSubject(ctx, subj); errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return err
+	}
+	total := info.State.Subjects[subj]
+	if total == 0 {
+		return nil
+	}
+	cons, err := s.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+	if err != nil {
+		return err
+	}
+	var seen uint64
+	for seen < total {
+		batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return err
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			seen++
+			if err := fn(m.Data()); err != nil {
+				return err
+			}
+		}
+		if got == 0 {
+			break
+		}
+	}
+	return nil
+}

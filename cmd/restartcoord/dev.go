@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/restartcoord/restartcoord/node"
+)
+
+const devUsage = "restartcoord dev [--nodes 3] [--nats-port 4222] [--data DIR] [--log-level info]"
+
+func runDev(ctx context.Context, args []string) error {
+	fs := newFlags("dev", devUsage)
+	nodes := fs.Int("nodes", 3, "number of nodes (node-1..node-N)")
+	port := fs.Int("nats-port", 4222, "NATS client port on 127.0.0.1 (0 picks a free one)")
+	data := fs.String("data", ".restartcoord-dev", "data directory (JetStream store and worker logs); reuse it to keep state")
+	level := fs.String("log-level", "warn", "debug, info, warn or error")
+	pos, err := parse(fs, args, devUsage)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageErr("unexpected arguments %v (usage: %s)", pos, devUsage)
+	}
+	if *nodes < 1 || *nodes > 100 {
+		return usageErr("--nodes must be 1..100, got %d", *nodes)
+	}
+	if *port < 0 || *port > 65535 {
+		return usageErr("--nats-port must be 0..65535, got %d", *port)
+	}
+	lg, err := logger(*level)
+	if err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(*data)
+	if err != nil {
+		return err
+	}
+	srv, err := embeddedNATS(ctx, dir, *port, nil)
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	url := srv.URL()
+
+	runCtx, stopNodes := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	errc := make(chan error, *nodes)
+	readies := make([]chan struct{}, *nodes)
+	for i := range *nodes {
+		cfg := node.DefaultConfig(fmt.Sprintf("node-%d", i+1))
+		cfg.NATS.URL = url
+		cfg.Version = version
+		cfg.LogDir = filepath.Join(dir, "logs")
+		cfg.Priority = i
+		cfg.Logger = lg
+		sup, err := node.NewSupervisor(cfg)
+		if err != nil {
+			stopNodes()
+			return err
+		}
+		readies[i] = make(chan struct{})
+		wg.Add(1)
+		go func(name string, ready chan struct{}) {
+			defer wg.Done()
+			if err := sup.Run(runCtx, ready); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}(cfg.NodeID, readies[i])
+	}
+	started := time.Now()
+	for i, r := range readies {
+		select {
+		case <-r:
+		case err := <-errc:
+			stopNodes()
+			wg.Wait()
+			return err
+		case <-ctx.Done():
+			stopNodes()
+			wg.Wait()
+			return nil
+		}
+		_ = i
+	}
+	fmt.Printf(`restartcoord dev: NATS with JetStream at %s, %d nodes ready in %.1fs (data in %s)
+
+  export NATS_URL=%s
+  nats req orch.v1.node.node-1.health '{}'
+  nats req orch.v1.node.node-1.restart '{"reason":"manual_request"}'
+  nats req orch.v1.node.node-1.restart.status '{"include_history":true}'
+  nats micro ls
+  restartcoord health node-1      (or restart, status, prepare, reconnect-test, state backups)
+
+worker logs: %s
+Ctrl-C stops the nodes (each drains and snapshots) and the server.
+`, url, *nodes, time.Since(started).Seconds(), dir, url, filepath.Join(dir, "logs"))
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		fmt.Fprintln(os.Stderr, "restartcoord dev:", err)
+	}
+	fmt.Println("\nstopping: draining nodes...")
+	stopNodes()
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	fmt.Println("stopped.")
+	slog.Default()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/restartcoord/restartcoord/bus"
+	"github.com/restartcoord/restartcoord/node"
+	"github.com/restartcoord/restartcoord/schema"
+)
+
+const nodeUsage = "restartcoord node --id NODE [--group G] [--priority N] [--server URL] [--config FILE] [--log-dir DIR] [--state-schema 1|2]"
+
+func runNode(ctx context.Context, args []string) error {
+	fs := newFlags("node", nodeUsage)
+	var cf connFlags
+	cf.register(fs)
+	cfg := node.DefaultConfig("")
+	fs.StringVar(&cfg.NodeID, "id", "", "node id (letters, digits, '-', '_')")
+	fs.StringVar(&cfg.Group, "group", cfg.Group, "group the node belongs to")
+	fs.IntVar(&cfg.Priority, "priority", 0, "roll order: lower first (a leader gets a high number)")
+	fs.StringVar(&cfg.ConfigFile, "config", "", "configuration file (JSON with config_version), used when ORCH_CONFIG has no entry")
+	fs.StringVar(&cfg.LogDir, "log-dir", cfg.LogDir, "where the worker's log is kept")
+	fs.IntVar(&cfg.StateSchema, "state-schema", cfg.StateSchema, "schema version snapshots are written in (1 to test a schema_migration restart)")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval")
+	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "periodic snapshot interval")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	pos, err := parse(fs, args, nodeUsage)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageErr("unexpected arguments %v (usage: %s)", pos, nodeUsage)
+	}
+	if cfg.NodeID == "" {
+		return usageErr("--id is required (usage: %s)", nodeUsage)
+	}
+	cfg.NATS = cf.options("")
+	cfg.Version = version
+	lg, err := logger(*level)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = lg
+	sup, err := node.NewSupervisor(cfg)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	return sup.Run(ctx, nil)
+}
+
+func logger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageErr("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+const initUsage = "restartcoord init [--server URL] [--replicas N] [--buffer 100] [--buffer-expiration 300s]"
+
+func runInit(ctx context.Context, args []string) error {
+	fs := newFlags("init", initUsage)
+	var cf connFlags
+	cf.register(fs)
+	sc := bus.DefaultStoreConfig()
+	fs.IntVar(&sc.Replicas, "replicas", sc.Replicas, "replicas of every stream and bucket (3 on a cluster)")
+	fs.Int64Var(&sc.RequestBuffer, "buffer", sc.RequestBuffer, "per-client request buffer")
+	fs.DurationVar(&sc.BufferExpiration, "buffer-expiration", sc.BufferExpiration, "how long a buffered request waits")
+	pos, err := parse(fs, args, initUsage)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageErr("unexpected arguments %v (usage: %s)", pos, initUsage)
+	}
+	if err := sc.Validate(); err != nil {
+		return usageErr("%v", err)
+	}
+	conn, err := cf.connect(ctx, "restartcoord-init")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	bs, err := bus.NewStore(conn)
+	if err != nil {
+		return err
+	}
+	if err := bus.Init(ctx, bs.JetStream(), sc); err != nil {
+		return err
+	}
+	fmt.Printf("initialised %s, %s, %s, %s, %s; buckets %s, %s, %s; object store %s (replicas %d)\n",
+		schema.StreamRequests, schema.StreamJournal, schema.StreamEvents, schema.StreamAlerts, schema.StreamAudit,
+		schema.BucketNodes, schema.BucketLeases, schema.BucketConfig, schema.ObjectSnapshots, sc.Replicas)
+	return nil
+}
+
+// embeddedNATS starts the embedded server for dev and demo, running init on
+// a new data directory and the start-up check on an existing one.
+func embeddedNATS(ctx context.Context, dataDir string, port int, logf func(string, ...any)) (*bus.Embedded, error) {
+	jsDir := filepath.Join(dataDir, "jetstream")
+	_, statErr := os.Stat(jsDir)
+	fresh := os.IsNotExist(statErr)
+	cfg := bus.DefaultEmbeddedConfig(jsDir)
+	cfg.Port = port
+	cfg.Logf = logf
+	srv, err := bus.StartEmbedded(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := bus.Connect(cctx, bus.ConnOptions{URL: srv.URL(), Name: "restartcoord-dev-init"})
+	if err != nil {
+		srv.Stop()
+		return nil, err
+	}
+	defer conn.Close()
+	bs, err := bus.NewStore(conn)
+	if err != nil {
+		srv.Stop()
+		return nil, err
+	}
+	if fresh {
+		err = bus.Init(cctx, bs.JetStream(), bus.DefaultStoreConfig())
+	} else {
+		err = bus.Check(cctx, bs.JetStream())
+	}
+	if err != nil {
+		srv.Stop()
+		return nil, err
+	}
+	return srv, nil
+}

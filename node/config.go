@@ -1,0 +1,110 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/restartcoord/restartcoord/bus"
+	"github.com/restartcoord/restartcoord/schema"
+)
+
+// Config configures a node's supervisor (and, through it, its worker).
+type Config struct {
+	NodeID   string
+	Group    string // "default"
+	Priority int    // rolls restart lower priorities first
+	Version  string // build version reported in health and heartbeats
+
+	// NATS says how supervisor and worker reach NATS.
+	NATS bus.ConnOptions
+
+	// LogDir keeps the worker's stdout and stderr, one file per node.
+	LogDir string
+	// ConfigFile, when set, is read for the node's configuration when the
+	// ORCH_CONFIG bucket has no entry for the node or its group.
+	ConfigFile string
+	// StateSchema is the schema version the worker writes snapshots in (the
+	// binary's current one; 1 to exercise a schema_migration restart).
+	StateSchema int
+
+	HeartbeatInterval time.Duration // 1 s
+	WatchdogInterval  time.Duration // 250 ms: supervisor pings the worker
+	WatchdogTimeout   time.Duration // 1.5 s without an answer: the worker is killed
+	StartTimeout      time.Duration // 30 s for a new worker to report ready
+	SuspendTimeout    time.Duration // 5 s for running jobs to reach a step boundary
+	SnapshotInterval  time.Duration // 5 min between periodic snapshots
+	KeepSnapshots     int           // 10
+	MaxStateSize      int64         // 10 MiB: warn above
+	BufferExpiration  time.Duration // 300 s: older requests are answered EXPIRED
+	ReplyKeep         time.Duration // 15 min: kept replies stay readable at least this long
+	CrashBackoffStart time.Duration // 200 ms
+	CrashBackoffMax   time.Duration // 30 s
+	HealthyReset      time.Duration // 60 s healthy resets the crash backoff
+	LeaseTTL          time.Duration // 10 s: the node-id lease
+
+	// Executable and Args start the worker (default: this binary; the
+	// worker role is chosen by environment, see IsWorker).
+	Executable string
+	Args       []string
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig is a node with the contract's defaults.
+func DefaultConfig(nodeID string) Config {
+	return Config{
+		NodeID: nodeID, Group: "default", Version: "dev",
+		NATS: bus.ConnOptions{URL: bus.DefaultURL}, StateSchema: schema.CurrentSchemaVersion,
+		HeartbeatInterval: time.Second, WatchdogInterval: 250 * time.Millisecond,
+		WatchdogTimeout: 1500 * time.Millisecond, StartTimeout: 30 * time.Second,
+		SuspendTimeout: 5 * time.Second, SnapshotInterval: 5 * time.Minute, KeepSnapshots: 10,
+		MaxStateSize: 10 << 20, BufferExpiration: 300 * time.Second, ReplyKeep: 15 * time.Minute,
+		CrashBackoffStart: 200 * time.Millisecond, CrashBackoffMax: 30 * time.Second,
+		HealthyReset: 60 * time.Second, LeaseTTL: 10 * time.Second,
+		LogDir: filepath.Join(os.TempDir(), "restartcoord", "logs"),
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if !schema.ValidToken(c.NodeID) {
+		errs = append(errs, fmt.Errorf("node id %q: must be 1..64 letters, digits, '-' or '_'", c.NodeID))
+	}
+	if !schema.ValidToken(c.Group) {
+		errs = append(errs, fmt.Errorf("group %q: must be 1..64 letters, digits, '-' or '_'", c.Group))
+	}
+	if c.StateSchema < schema.MinSchemaVersion || c.StateSchema > schema.CurrentSchemaVersion {
+		errs = append(errs, fmt.Errorf("state schema must be %d..%d, got %d", schema.MinSchemaVersion, schema.CurrentSchemaVersion, c.StateSchema))
+	}
+	pos := map[string]time.Duration{"heartbeat interval": c.HeartbeatInterval, "watchdog interval": c.WatchdogInterval,
+		"watchdog timeout": c.WatchdogTimeout, "start timeout": c.StartTimeout, "suspend timeout": c.SuspendTimeout,
+		"snapshot interval": c.SnapshotInterval, "buffer expiration": c.BufferExpiration, "reply keep": c.ReplyKeep,
+		"crash backoff start": c.CrashBackoffStart, "crash backoff max": c.CrashBackoffMax,
+		"healthy reset": c.HealthyReset, "lease ttl": c.LeaseTTL}
+	for name, d := range pos {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
+		}
+	}
+	if c.WatchdogTimeout < 2*c.WatchdogInterval {
+		errs = append(errs, fmt.Errorf("watchdog timeout (%s) must be at least twice the interval (%s)", c.WatchdogTimeout, c.WatchdogInterval))
+	}
+	if c.LeaseTTL < time.Second {
+		errs = append(errs, fmt.Errorf("lease ttl must be at least 1s, got %s", c.LeaseTTL))
+	}
+	if c.KeepSnapshots < 2 || c.KeepSnapshots > 1000 {
+		errs = append(errs, fmt.Errorf("snapshots kept must be 2..1000, got %d", c.KeepSnapshots))
+	}
+	if c.MaxStateSize <= 0 {
+		errs = append(errs, fmt.Errorf("max state size must be positive, got %d", c.MaxStateSize))
+	}
+	if c.LogDir == "" {
+		errs = append(errs, errors.New("log dir must be set"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,5 @@
+package node
+
+import "runtime"
+
+func lockOSThread() { runtime.LockOSThread() }

@@ -1,0 +1,502 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/restartcoord/restartcoord/bus"
+	"github.com/restartcoord/restartcoord/schema"
+)
+
+// Supervisor owns a node: its id lease, registry entry, heartbeats, control
+// endpoints and its worker process, which it starts, restarts on request,
+// restarts after a crash with exponential backoff, and kills when it stops
+// answering the watchdog.
+//
+// Lock order: Supervisor.mu, then proc.mu. Never call the worker while
+// holding Supervisor.mu.
+type Supervisor struct {
+	cfg      Config
+	log      *slog.Logger
+	instance string
+	started  time.Time
+
+	conn  *bus.Conn
+	bs    *bus.Store
+	lease *bus.Lease
+	svc   *bus.Service
+	nodes jetstream.KeyValue
+	hist  *history
+
+	mu          sync.Mutex
+	worker      *proc
+	ready       readyInfo
+	readySince  time.Time
+	phase       schema.Phase
+	phaseMsg    string
+	cur         *restartOp
+	ops         map[string]*restartOp
+	lastStats   *workerStats
+	fence       uint64
+	nodeConfig  NodeConfig
+	stateSchema int
+	hbSeq       uint64
+	crash       *backoff.ExponentialBackOff
+
+	ctx  context.Context // cancelled when Run ends
+	wg   sync.WaitGroup
+	runC context.CancelFunc
+}
+
+// NewSupervisor validates cfg and returns a supervisor ready to Run.
+func NewSupervisor(cfg Config) (*Supervisor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	host, _ := os.Hostname()
+	s := &Supervisor{cfg: cfg, log: log.With("node", cfg.NodeID), phase: schema.PhaseIdle,
+		ops: map[string]*restartOp{}, stateSchema: cfg.StateSchema,
+		instance: fmt.Sprintf("%s@%s/%d/%s", cfg.NodeID, host, os.Getpid(), uuid.NewString()[:8])}
+	s.crash = backoff.NewExponentialBackOff(backoff.WithInitialInterval(cfg.CrashBackoffStart),
+		backoff.WithMaxInterval(cfg.CrashBackoffMax), backoff.WithMaxElapsedTime(0), backoff.WithRandomizationFactor(0.2))
+	return s, nil
+}
+
+// ErrNodeIDTaken is returned by Run when another supervisor holds the node id.
+var ErrNodeIDTaken = errors.New("node: node id already taken")
+
+// Run starts the node and serves until ctx ends; then it drains: the worker
+// suspends its jobs and writes a snapshot, the node leaves the registry and
+// releases its id. ready, if not nil, is closed once the node serves.
+func (s *Supervisor) Run(ctx context.Context, ready chan<- struct{}) error {
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.ctx, s.runC = rctx, cancel
+	defer cancel()
+	s.started = time.Now()
+	if err := s.open(ctx); err != nil {
+		s.closeConn()
+		return err
+	}
+	first, err := s.startFirst(ctx)
+	if err != nil {
+		s.log.Error("first worker did not become ready; retrying with backoff", "err", err)
+	}
+	svc, err := s.conn.Serve(s.serviceConfig())
+	if err != nil {
+		s.stop(context.Background())
+		return err
+	}
+	s.svc = svc
+	s.goLoop(s.heartbeats)
+	s.goLoop(s.refreshLease)
+	s.goLoop(s.watchdog)
+	if first == nil {
+		go s.recover("worker did not become ready at start", 0)
+	}
+	s.log.Info("node serving", "instance", s.instance, "worker_pid", s.workerPID())
+	if ready != nil {
+		close(ready)
+	}
+	<-ctx.Done()
+	s.log.Info("node stopping: draining the worker")
+	return s.stop(context.Background())
+}
+
+func (s *Supervisor) goLoop(f func(ctx context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f(s.ctx)
+	}()
+}
+
+// open connects, checks the store, takes the node id and registers.
+func (s *Supervisor) open(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	opts := s.cfg.NATS
+	opts.Name = "restartcoord-node-" + s.cfg.NodeID
+	conn, err := bus.Connect(cctx, opts)
+	if err != nil {
+		return err
+	}
+	s.conn = conn
+	if s.bs, err = bus.NewStore(conn); err != nil {
+		return err
+	}
+	js := s.bs.JetStream()
+	if err := bus.Check(cctx, js); err != nil {
+		return err
+	}
+	s.lease, err = bus.AcquireLease(cctx, js, schema.BucketLeases, schema.LeaseKeyNode(s.cfg.NodeID), []byte(s.instance), s.cfg.LeaseTTL)
+	if errors.Is(err, bus.ErrLeaseHeld) {
+		return fmt.Errorf("%w: %v (another node runs with id %s; a crashed one frees it within %s)", ErrNodeIDTaken, err, s.cfg.NodeID, s.cfg.LeaseTTL)
+	}
+	if err != nil {
+		return err
+	}
+	if s.nodes, err = js.KeyValue(cctx, schema.BucketNodes); err != nil {
+		return err
+	}
+	if prev, err := s.nodes.Get(cctx, s.cfg.NodeID); err == nil {
+		var info schema.NodeInfo
+		if json.Unmarshal(prev.Value(), &info) == nil {
+			s.fence = info.FencingToken
+		}
+	}
+	if s.nodeConfig, err = s.loadNodeConfig(cctx); err != nil {
+		return err
+	}
+	if s.hist, err = loadHistory(cctx, s.bs, s.cfg.NodeID); err != nil {
+		return fmt.Errorf("node: loading restart history: %w", err)
+	}
+	return s.register(cctx)
+}
+
+func (s *Supervisor) register(ctx context.Context) error {
+	host, _ := os.Hostname()
+	s.mu.Lock()
+	info := schema.NodeInfo{Type: schema.TypeNodeInfo, NodeID: s.cfg.NodeID, Group: s.cfg.Group, Priority: s.cfg.Priority,
+		Version: s.cfg.Version, Host: host, PID: os.Getpid(), Instance: s.instance, StartedAt: s.started.UTC(),
+		FencingToken: s.fence}
+	s.mu.Unlock()
+	data, _ := json.Marshal(info)
+	_, err := s.nodes.Put(ctx, s.cfg.NodeID, data)
+	return err
+}
+
+// loadNodeConfig reads the node's configuration: ORCH_CONFIG key <node_id>,
+// else group.<group>, else the config file, else version "0".
+func (s *Supervisor) loadNodeConfig(ctx context.Context) (NodeConfig, error) {
+	kv, err := s.bs.JetStream().KeyValue(ctx, schema.BucketConfig)
+	if err != nil {
+		return NodeConfig{}, err
+	}
+	for _, key := range []string{s.cfg.NodeID, "group." + s.cfg.Group} {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return NodeConfig{}, err
+		}
+		return ParseNodeConfig(e.Value())
+	}
+	if s.cfg.ConfigFile != "" {
+		data, err := os.ReadFile(s.cfg.ConfigFile)
+		if err != nil {
+			return NodeConfig{}, fmt.Errorf("node: config file: %w", err)
+		}
+		return ParseNodeConfig(data)
+	}
+	return NodeConfig{ConfigVersion: "0"}, nil
+}
+
+// ParseNodeConfig decodes a node configuration strictly.
+func ParseNodeConfig(data []byte) (NodeConfig, error) {
+	var c NodeConfig
+	if err := schema.Decode(data, &c); err != nil {
+		return NodeConfig{}, fmt.Errorf("node: configuration: %w", err)
+	}
+	return c, nil
+}
+
+// Validate implements schema.Validator.
+func (c *NodeConfig) Validate() error {
+	if c.ConfigVersion == "" || len(c.ConfigVersion) > 64 {
+		return schema.Invalid("config_version", "config_version must be 1..64 characters")
+	}
+	return nil
+}
+
+func (s *Supervisor) workerEnv(reason schema.Reason, restartID, restore string) workerEnv {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return workerEnv{NodeID: s.cfg.NodeID, Instance: s.instance, NATS: s.cfg.NATS, StateSchema: s.stateSchema,
+		Config: s.nodeConfig, Reason: reason, RestartID: restartID, RestoreSnapshot: restore,
+		SuspendTimeout: s.cfg.SuspendTimeout, SnapshotInterval: s.cfg.SnapshotInterval,
+		KeepSnapshots: s.cfg.KeepSnapshots, MaxStateSize: s.cfg.MaxStateSize,
+		BufferExpiration: s.cfg.BufferExpiration, ReplyKeep: s.cfg.ReplyKeep, Version: s.cfg.Version}
+}
+
+// startFirst starts the node's first worker and waits for it.
+func (s *Supervisor) startFirst(ctx context.Context) (*proc, error) {
+	p, err := s.spawn(s.workerEnv("", "", ""))
+	if err != nil {
+		return nil, err
+	}
+	s.setWorker(p)
+	ri, err := p.waitReady(ctx, s.cfg.StartTimeout)
+	if err != nil {
+		p.expect("start failed")
+		p.kill()
+		return nil, fmt.Errorf("%w; last log lines: %v", err, p.tail.Last(5))
+	}
+	s.workerReady(p, ri)
+	return p, nil
+}
+
+func (s *Supervisor) setWorker(p *proc) {
+	s.mu.Lock()
+	s.worker = p
+	s.mu.Unlock()
+	go s.watchExit(p)
+}
+
+func (s *Supervisor) workerReady(p *proc, ri readyInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.worker == p {
+		s.ready, s.readySince = ri, time.Now()
+		if s.cur == nil {
+			s.phase, s.phaseMsg = schema.PhaseIdle, ""
+		}
+	}
+}
+
+func (s *Supervisor) workerPID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.worker == nil {
+		return 0
+	}
+	return s.worker.pid
+}
+
+// currentWorker returns the worker if it is alive and has reported ready.
+func (s *Supervisor) currentWorker() (*proc, bool) {
+	s.mu.Lock()
+	p := s.worker
+	ready := p != nil && !s.readySince.IsZero() && s.ready.PID == p.pid
+	s.mu.Unlock()
+	return p, p != nil && ready && p.alive()
+}
+
+// watchExit turns an exit the supervisor did not ask for into a recovery.
+func (s *Supervisor) watchExit(p *proc) {
+	<-p.exited
+	if p.wasExpected() || s.ctx.Err() != nil {
+		return
+	}
+	p.mu.Lock()
+	frozen := p.frozen
+	p.mu.Unlock()
+	why := fmt.Sprintf("worker %d exited unexpectedly (%v)", p.pid, p.exitErr)
+	if frozen {
+		why = fmt.Sprintf("worker %d stopped answering the watchdog for %s; killed", p.pid, s.cfg.WatchdogTimeout)
+	}
+	s.log.Warn("worker lost", "why", why)
+	s.mu.Lock()
+	healthyFor := time.Duration(0)
+	if s.ready.PID == p.pid && !s.readySince.IsZero() {
+		healthyFor = time.Since(s.readySince)
+	}
+	s.mu.Unlock()
+	s.recover(why, healthyFor)
+}
+
+// watchdog pings the worker; one that does not answer within the timeout
+// (frozen, deadlocked, SIGSTOPped) is killed, and watchExit restarts it.
+func (s *Supervisor) watchdog(ctx context.Context) {
+	t := time.NewTicker(s.cfg.WatchdogInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p, ok := s.currentWorker()
+		if !ok || p.wasExpected() {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.WatchdogTimeout)
+		err := p.ipc.Call(pctx, ipcPing, nil, nil)
+		cancel()
+		if err != nil && ctx.Err() == nil && p.alive() && !p.wasExpected() {
+			p.mu.Lock()
+			p.frozen = true
+			p.mu.Unlock()
+			s.log.Warn("worker not answering the watchdog; killing it", "pid", p.pid, "err", err)
+			p.kill()
+		}
+	}
+}
+
+func (s *Supervisor) heartbeats(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		st, _ := s.readStats(ctx, s.cfg.HeartbeatInterval/2)
+		s.mu.Lock()
+		s.hbSeq++
+		hb := schema.Heartbeat{Type: schema.TypeHeartbeat, NodeID: s.cfg.NodeID, Group: s.cfg.Group,
+			Priority: s.cfg.Priority, Phase: s.phase, Seq: s.hbSeq, PID: os.Getpid(), Version: s.cfg.Version,
+			Timestamp: time.Now().UTC()}
+		if s.worker != nil {
+			hb.WorkerPID = s.worker.pid
+		}
+		s.mu.Unlock()
+		hb.Healthy = s.healthy(st)
+		if st != nil {
+			hb.Load = float64(st.ActiveTasks)
+		}
+		_ = s.bs.Publish(schema.HeartbeatSubject(s.cfg.NodeID), hb)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Supervisor) refreshLease(ctx context.Context) {
+	t := time.NewTicker(s.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseTTL/3)
+		err := s.lease.Refresh(rctx)
+		cancel()
+		if errors.Is(err, bus.ErrLeaseLost) {
+			s.log.Error("node id lease lost: another instance owns this node id now; stopping the worker", "err", err)
+			if p, ok := s.currentWorker(); ok {
+				p.expect("lease lost")
+				p.kill()
+			}
+			s.runC()
+			return
+		}
+		if err != nil {
+			s.log.Warn("node id lease refresh failed (retrying)", "err", err)
+		}
+	}
+}
+
+// stop drains the worker, deregisters and releases the node id.
+func (s *Supervisor) stop(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout+30*time.Second)
+	defer cancel()
+	var errs []error
+	if s.svc != nil {
+		// Stop answering first, so no restart starts while we drain.
+		_ = s.svc.Stop()
+	}
+	s.mu.Lock()
+	cur := s.cur
+	s.mu.Unlock()
+	if cur != nil {
+		select {
+		case <-cur.done:
+		case <-ctx.Done():
+		}
+	}
+	if p, ok := s.currentWorker(); ok {
+		p.expect("node stopping")
+		dctx, dcancel := context.WithTimeout(ctx, schema.Seconds(schema.DefaultRestartTimeout))
+		var dr drainResult
+		err := p.ipc.Call(dctx, ipcDrain, drainRequest{PreserveState: true, Reason: schema.ReasonManualRequest, Trigger: "shutdown"}, &dr)
+		dcancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("drain: %w", err))
+		}
+		if p.waitExit(5*time.Second) != nil {
+			p.kill()
+			<-p.exited
+		}
+	} else if s.worker != nil {
+		s.worker.expect("node stopping")
+		s.worker.kill()
+		<-s.worker.exited
+	}
+	s.runC()
+	s.wg.Wait()
+	if s.nodes != nil {
+		if err := s.nodes.Delete(ctx, s.cfg.NodeID); err != nil {
+			errs = append(errs, fmt.Errorf("deregister: %w", err))
+		}
+	}
+	if s.lease != nil {
+		if err := s.lease.Release(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.closeConn()
+	return errors.Join(errs...)
+}
+
+func (s *Supervisor) closeConn() {
+	if s.conn != nil {
+		_ = s.conn.Drain()
+		s.conn.Close()
+	}
+}
+
+// healthy: the worker serves, no restart runs, NATS is reachable.
+func (s *Supervisor) healthy(st *workerStats) bool {
+	s.mu.Lock()
+	idle := s.cur == nil && s.phase == schema.PhaseIdle
+	s.mu.Unlock()
+	_, ok := s.currentWorker()
+	return ok && idle && st != nil && st.Ready && !st.Maintenance && s.conn.IsConnected()
+}
+
+// readStats asks the worker for a reading; while it cannot answer, the last
+// reading is returned with fresh=false.
+func (s *Supervisor) readStats(ctx context.Context, timeout time.Duration) (st *workerStats, fresh bool) {
+	if p, ok := s.currentWorker(); ok {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		var got workerStats
+		err := p.ipc.Call(cctx, ipcStats, nil, &got)
+		cancel()
+		if err == nil {
+			s.mu.Lock()
+			s.lastStats = &got
+			s.mu.Unlock()
+			return &got, true
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastStats, false
+}
+
+func (s *Supervisor) workerAlert(data json.RawMessage) {
+	var a struct {
+		Severity schema.Severity `json:"severity"`
+		Kind     string          `json:"kind"`
+		Message  string          `json:"message"`
+		Details  map[string]any  `json:"details"`
+	}
+	if json.Unmarshal(data, &a) == nil {
+		s.alert(a.Severity, a.Kind, a.Message, a.Details)
+	}
+}
+
+// alert publishes an alert and keeps it in ORCH_ALERTS.
+func (s *Supervisor) alert(sev schema.Severity, kind, msg string, details map[string]any) {
+	al := map[string]any{"type": schema.TypeAlert, "alert_id": uuid.NewString(), "severity": sev, "kind": kind,
+		"node_id": s.cfg.NodeID, "message": msg, "details": details, "timestamp": time.Now().UTC()}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.bs.PublishDurable(ctx, schema.AlertSubject(sev, kind), al); err != nil {
+		s.log.Warn("alert not stored", "kind", kind, "err", err)
+	}
+}
