@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"time"
@@ -68,12 +67,7 @@ func (w *worker) reply(r *bus.Request, data []byte) {
 }
 
 func replyBody(reqID string, result any, e *schema.Error) []byte {
-	rep := schema.TaskReply{Type: schema.TypeTaskReply, OK: e == nil, RequestID: reqID, Error: e}
-	if e == nil {
-		rep.Result = mustJSON(result)
-	}
-	b, _ := json.Marshal(rep)
-	return b
+	return schema.TaskReplyBody(reqID, result, e)
 }
 
 // handle applies one buffered request exactly once: a request id already in

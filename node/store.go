@@ -33,16 +33,25 @@ type store struct {
 	mu       sync.Mutex
 	tasks    map[string]*schema.Task
 	sessions map[string]*schema.Session
-	replies  map[string]schema.KeptReply
+	replies  map[string]keptReply
+	taskSeq  map[string]uint64 // journal sequence of each task's last change
 	lastSeq  uint64
 	written  int // journal writes since start
 
 	pending atomic.Int32 // journal writes issued and not yet acknowledged
 }
 
+// keptReply is a kept reply with what it said about which task, so a
+// snapshot can keep it by reference while the task has not changed since.
+type keptReply struct {
+	schema.KeptReply
+	taskID string
+	seq    uint64
+}
+
 func newStore(nodeID string, j Journal) *store {
 	return &store{nodeID: nodeID, journal: j, tasks: map[string]*schema.Task{},
-		sessions: map[string]*schema.Session{}, replies: map[string]schema.KeptReply{}}
+		sessions: map[string]*schema.Session{}, replies: map[string]keptReply{}, taskSeq: map[string]uint64{}}
 }
 
 // load replaces the state with a snapshot's.
@@ -50,18 +59,27 @@ func (s *store) load(st *schema.State, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tasks = make(map[string]*schema.Task, len(st.Tasks))
+	s.taskSeq = make(map[string]uint64, len(st.Tasks))
 	for i := range st.Tasks {
 		t := st.Tasks[i]
 		s.tasks[t.TaskID] = &t
+		s.taskSeq[t.TaskID] = seq
 	}
 	s.sessions = make(map[string]*schema.Session, len(st.Sessions))
 	for i := range st.Sessions {
 		x := st.Sessions[i]
 		s.sessions[x.SessionID] = &x
 	}
-	s.replies = make(map[string]schema.KeptReply, len(st.Replies))
+	s.replies = make(map[string]keptReply, len(st.Replies))
 	for _, r := range st.Replies {
-		s.replies[r.RequestID] = r
+		kr := keptReply{KeptReply: r}
+		if r.TaskRef != "" {
+			if t, ok := s.tasks[r.TaskRef]; ok {
+				kr.Reply, kr.taskID, kr.seq = schema.TaskReplyBody(r.RequestID, t, nil), r.TaskRef, seq
+			}
+			kr.TaskRef = ""
+		}
+		s.replies[r.RequestID] = kr
 	}
 	s.lastSeq = seq
 }
@@ -71,13 +89,18 @@ func (s *store) apply(seq uint64, e *schema.JournalEntry) {
 	if e.Task != nil {
 		t := *e.Task
 		s.tasks[t.TaskID] = &t
+		s.taskSeq[t.TaskID] = seq
 	}
 	if e.Session != nil {
 		x := *e.Session
 		s.sessions[x.SessionID] = &x
 	}
 	if e.RequestID != "" && e.Reply != nil {
-		s.replies[e.RequestID] = schema.KeptReply{RequestID: e.RequestID, ClientID: e.ClientID, Reply: e.Reply, At: e.At}
+		kr := keptReply{KeptReply: schema.KeptReply{RequestID: e.RequestID, ClientID: e.ClientID, Reply: e.Reply, At: e.At}, seq: seq}
+		if e.Task != nil {
+			kr.taskID = e.Task.TaskID
+		}
+		s.replies[e.RequestID] = kr
 	}
 	if seq > s.lastSeq {
 		s.lastSeq = seq
@@ -128,7 +151,12 @@ func (s *store) export(keep time.Duration, configVersion string) (*schema.State,
 			delete(s.replies, id)
 			continue
 		}
-		st.Replies = append(st.Replies, r)
+		kr := r.KeptReply
+		if r.taskID != "" && s.taskSeq[r.taskID] == r.seq {
+			// The reply was made from this very version of the task.
+			kr.Reply, kr.TaskRef = nil, r.taskID
+		}
+		st.Replies = append(st.Replies, kr)
 	}
 	st.Canonical()
 	return st, s.lastSeq

@@ -53,6 +53,7 @@ type SnapshotInfo struct {
 	SchemaVersion int       `json:"schema_version"`
 	JournalSeq    uint64    `json:"journal_seq"`
 	SizeBytes     int64     `json:"size_bytes"`
+	StoredBytes   int64     `json:"stored_bytes"` // compressed, as kept in the object store
 	Tasks         int       `json:"tasks"`
 	Sessions      int       `json:"sessions"`
 	Checksum      string    `json:"checksum"`

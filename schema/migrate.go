@@ -140,6 +140,10 @@ func migrateV2toV1(payload json.RawMessage) (json.RawMessage, error) {
 	if err := strictUnmarshal(payload, &in); err != nil {
 		return nil, err
 	}
+	// Version 1 had no reply references.
+	if err := in.ExpandReplies(); err != nil {
+		return nil, err
+	}
 	back := map[TaskStatus]string{}
 	for k, v := range v1States {
 		back[v] = k

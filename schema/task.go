@@ -241,12 +241,50 @@ type Session struct {
 	ReconnectSeconds float64 `json:"reconnect_seconds"`
 }
 
-// KeptReply is a reply kept with its effect, keyed by request id.
+// KeptReply is a reply kept with its effect, keyed by request id. In a
+// snapshot, a reply whose result is still its task's current content is
+// kept as TaskRef (the task id) instead of a second copy of the task;
+// ExpandReply rebuilds the same bytes.
 type KeptReply struct {
 	RequestID string          `json:"request_id"`
 	ClientID  string          `json:"client_id"`
-	Reply     json.RawMessage `json:"reply"`
+	Reply     json.RawMessage `json:"reply,omitempty"`
+	TaskRef   string          `json:"task_ref,omitempty"`
 	At        time.Time       `json:"at"`
+}
+
+// TaskReplyBody is the reply to a buffered request: the result, or the
+// error when e is not nil.
+func TaskReplyBody(requestID string, result any, e *Error) []byte {
+	rep := TaskReply{Type: TypeTaskReply, OK: e == nil, RequestID: requestID, Error: e}
+	if e == nil {
+		rep.Result, _ = json.Marshal(result)
+	}
+	b, _ := json.Marshal(rep)
+	return b
+}
+
+// ExpandReplies replaces every TaskRef of st by the full reply.
+func (st *State) ExpandReplies() error {
+	if len(st.Replies) == 0 {
+		return nil
+	}
+	tasks := make(map[string]*Task, len(st.Tasks))
+	for i := range st.Tasks {
+		tasks[st.Tasks[i].TaskID] = &st.Tasks[i]
+	}
+	for i := range st.Replies {
+		r := &st.Replies[i]
+		if r.TaskRef == "" {
+			continue
+		}
+		t, ok := tasks[r.TaskRef]
+		if !ok {
+			return Errorf(CodeStateCorruption, "kept reply %s refers to unknown task %s", r.RequestID, r.TaskRef)
+		}
+		r.Reply, r.TaskRef = TaskReplyBody(r.RequestID, t, nil), ""
+	}
+	return nil
 }
 
 // ReplyRequest is the body of orch.v1.node.<id>.reply.
