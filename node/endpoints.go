@@ -131,7 +131,8 @@ func (s *Supervisor) Health(ctx context.Context, req schema.HealthRequest) *sche
 		m := st.MeasuredAt
 		measuredAt = &m
 	}
-	if st != nil {
+	h.MeasuredAt = measuredAt
+	if st != nil && fresh {
 		h.WorkerPID = st.PID
 		h.WorkerUptime = schema.Secs(st.MeasuredAt.Sub(st.StartedAt))
 		h.ConfigVersion, h.StateSchemaVersion = st.ConfigVersion, st.SchemaVersion
@@ -257,6 +258,10 @@ func (s *Supervisor) handleStatus(_ context.Context, data []byte, _ nats.Header)
 	if cur := s.cur; cur != nil {
 		started := cur.started.UTC()
 		eta := started.Add(cur.expect)
+		if now := time.Now().UTC(); eta.Before(now) {
+			// Slower than usual: expect a quarter of a typical restart more.
+			eta = now.Add(max(cur.expect/4, 500*time.Millisecond))
+		}
 		cs.RestartID, cs.StartedAt, cs.EstimatedCompletion = cur.res.RestartID, &started, &eta
 		cs.Errors = append([]string{}, cur.res.Errors...)
 		switch s.phase {
@@ -309,9 +314,9 @@ func (s *Supervisor) handleReconnectTest(ctx context.Context, data []byte, _ nat
 			x := sessions[0]
 			p := pings[x.ClientID]
 			la := x.LastActivity
-			t.Known, t.Reachable, t.ReconnectCapable, t.LastActivity, t.PingMS = true, p.ok, p.ok && p.capable, &la, p.ms
+			t.Known, t.Reachable, t.ReconnectCapable, t.LastActivity = true, p.ok, p.ok && p.capable, &la
 			if p.ok {
-				t.Status = schema.StatusPass
+				t.Status, t.PingMS = schema.StatusPass, p.ms
 			}
 		}
 		out.Results.SessionTest = t
@@ -509,10 +514,15 @@ func (s *Supervisor) RestoreBackup(ctx context.Context, req schema.RestoreReques
 		Discarded: diff, Restart: op.res}
 	if op.archived != nil {
 		out.ArchivedAs = *op.archived
+		if after, err := s.bs.ListSnapshots(ctx, s.cfg.NodeID); err == nil {
+			for _, b := range after {
+				if b.SnapshotID == out.ArchivedAs.SnapshotID {
+					out.ArchivedAs.Index = b.Index
+				}
+			}
+		}
 	}
-	if !op.res.Success {
-		return out, op.res.Error
-	}
+	// Accepted and then failed: the report still says what happened.
 	return out, nil
 }
 

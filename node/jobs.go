@@ -96,7 +96,7 @@ func (j *jobRunner) step(id string, n int) error {
 	w := j.w
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	now := time.Now().UTC()
+	now := stateNow()
 	ev := map[string]any{"type": schema.TypeJobStep, "node_id": w.env.NodeID, "task_id": id, "step": n,
 		"pid": os.Getpid(), "timestamp": now}
 	if err := retryJournal(ctx, func() error {
@@ -152,7 +152,7 @@ func (j *jobRunner) suspendAll(ctx context.Context, timeout time.Duration) (int,
 		}
 	}
 	slices.Sort(ids)
-	now := time.Now().UTC()
+	now := stateNow()
 	for _, id := range ids {
 		nt := *w.st.tasks[id]
 		nt.Status, nt.UpdatedAt = schema.TaskSuspended, now
@@ -168,7 +168,7 @@ func (j *jobRunner) resumeAll(ctx context.Context) error {
 	w := j.w
 	var ids []string
 	w.st.mu.Lock()
-	now := time.Now().UTC()
+	now := stateNow()
 	for id, t := range w.st.tasks {
 		if t.Job == nil || t.StepsDone >= t.Job.Steps {
 			continue

@@ -89,7 +89,7 @@ func (w *worker) handle(ctx context.Context, r *bus.Request) {
 		_ = r.Ack()
 		return
 	}
-	now := time.Now().UTC()
+	now := stateNow()
 	if age := now.Sub(r.Published); age > w.env.BufferExpiration {
 		e := schema.Errorf(schema.CodeExpired, "request waited %.1fs in the buffer, longer than the expiration (%.0fs)",
 			age.Seconds(), w.env.BufferExpiration.Seconds())

@@ -144,6 +144,7 @@ func (op *restartOp) note(format string, args ...any) {
 func (s *Supervisor) execute(op *restartOp) {
 	defer s.finish(op)
 	req := &op.req
+	s.setPhase(schema.PhasePreparing, "restart "+req.RestartID+" ("+string(req.Reason)+")")
 	old := s.worker
 	if old != nil {
 		op.res.OldPID = old.pid
@@ -160,7 +161,7 @@ func (s *Supervisor) execute(op *restartOp) {
 		switch {
 		case err == nil:
 			op.res.State.TasksSaved = dr.TasksSaved
-			op.res.State.Preserved = dr.Snapshot != nil
+			op.res.State.SnapshotWritten = dr.Snapshot != nil
 			if dr.Snapshot != nil {
 				op.res.State.SizeBytes, op.res.State.Checksum = dr.Snapshot.SizeBytes, dr.Snapshot.Checksum
 				op.archived = dr.Snapshot
@@ -206,6 +207,9 @@ func (s *Supervisor) execute(op *restartOp) {
 func (s *Supervisor) startNew(op *restartOp) {
 	req := &op.req
 	s.setPhase(schema.PhaseStartingProcess, "starting a new worker")
+	s.mu.Lock()
+	prevConfig := s.nodeConfig
+	s.mu.Unlock()
 	if req.Reason == schema.ReasonConfigurationUpdate {
 		cfg, err := s.loadNodeConfig(s.ctx)
 		if err != nil {
@@ -237,17 +241,23 @@ func (s *Supervisor) startNew(op *restartOp) {
 			op.note("worker log: %s", l)
 		}
 		op.fail(schema.CodeProcessFailed, "new worker did not become healthy: %v", err)
+		s.mu.Lock()
+		if s.nodeConfig.ConfigVersion != prevConfig.ConfigVersion || s.nodeConfig.FailStart != prevConfig.FailStart {
+			op.note("configuration %s rolled back to %s, the last one a worker served with", s.nodeConfig.ConfigVersion, prevConfig.ConfigVersion)
+			s.nodeConfig = prevConfig
+		}
+		s.mu.Unlock()
 		return
 	}
 	s.workerReady(p, ri)
 	op.res.Success = true
+	// Preserved: the new worker carries the state across (snapshot + journal);
+	// an emergency restart writes no snapshot and still preserves it.
+	op.res.State.Preserved = op.restore == ""
 	op.res.Message = fmt.Sprintf("restarted: worker %d replaced by %d", op.res.OldPID, p.pid)
 	st := &op.res.State
 	st.TasksRestored, st.SessionsRestored, st.JournalReplayed = ri.TasksRestored, ri.SessionsRestored, ri.JournalReplayed
 	st.SchemaVersion, st.MigratedFrom, st.ConfigVersion = ri.SchemaVersion, ri.MigratedFrom, ri.ConfigVersion
-	if st.Checksum == "" && ri.Snapshot != nil {
-		st.Checksum, st.SizeBytes = ri.Snapshot.Checksum, ri.Snapshot.SizeBytes
-	}
 	op.res.BufferedRequestsReplayed = ri.BufferedPending
 	op.res.Errors = append(op.res.Errors, ri.Warnings...)
 }

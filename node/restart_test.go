@@ -98,7 +98,7 @@ func TestEmergencyRestartKeepsAcknowledgedState(t *testing.T) {
 		return schema.TaskCreateArgs{Title: fmt.Sprintf("t%d", i)}
 	}, c)
 	r := e.restart("n1", map[string]any{"graceful": false, "preserve_state": false, "reason": "emergency_shutdown", "timeout": 15})
-	if !r.Success || r.Graceful || r.State.Preserved {
+	if !r.Success || r.Graceful || r.State.SnapshotWritten || !r.State.Preserved {
 		t.Fatalf("emergency restart: %+v", r)
 	}
 	if r.State.TasksRestored != 200 || r.State.JournalReplayed < 200 {

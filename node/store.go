@@ -112,7 +112,7 @@ func (s *store) apply(seq uint64, e *schema.JournalEntry) {
 func (s *store) commitLocked(ctx context.Context, msgID string, e *schema.JournalEntry) error {
 	e.V = schema.JournalVersion
 	if e.At.IsZero() {
-		e.At = time.Now().UTC()
+		e.At = stateNow()
 	}
 	s.pending.Add(1)
 	defer s.pending.Add(-1)
@@ -186,3 +186,7 @@ func retryJournal(ctx context.Context, op func() error) error {
 }
 
 func sortStrings(s []string) { slices.Sort(s) }
+
+// stateNow is the time stamped on state: UTC, to the millisecond, so that
+// every state schema (version 1 kept milliseconds) round-trips it exactly.
+func stateNow() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }

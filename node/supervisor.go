@@ -323,6 +323,12 @@ func (s *Supervisor) watchdog(ctx context.Context) {
 		if !ok || p.wasExpected() {
 			continue
 		}
+		p.mu.Lock()
+		killed := p.frozen
+		p.mu.Unlock()
+		if killed {
+			continue
+		}
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.WatchdogTimeout)
 		err := p.ipc.Call(pctx, ipcPing, nil, nil)
 		cancel()

@@ -205,7 +205,7 @@ func (w *worker) start(ctx context.Context) error {
 		return err
 	}
 	info.BufferedPending = pending
-	now := time.Now().UTC()
+	now := stateNow()
 	w.mu.Lock()
 	w.ready, w.readyAt = true, now
 	w.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 )
 
@@ -66,10 +67,8 @@ func decodeObject(data []byte, v any, prefix string) error {
 	if fields == nil {
 		return Invalid(name(""), "body must be a JSON object, got null")
 	}
-	for k, raw := range fields {
-		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-			return Invalid(name(k), "%s must not be null (leave it out for the default)", name(k))
-		}
+	if err := checkKeys(fields, reflect.TypeOf(v), name); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -113,4 +112,59 @@ func kindName(k string) string {
 		return "an object"
 	}
 	return "a " + k
+}
+
+var rawMessageType = reflect.TypeOf(json.RawMessage(nil))
+
+// checkKeys refuses, at any depth of the target type's structs, a key that
+// is not exactly a field's JSON name (encoding/json would accept any case)
+// and a null value (which encoding/json would silently skip).
+func checkKeys(fields map[string]json.RawMessage, t reflect.Type, name func(string) string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	known := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("json"), ",")[0]
+		if tag == "-" || !f.IsExported() {
+			continue
+		}
+		if tag == "" {
+			tag = f.Name
+		}
+		known[tag] = f.Type
+	}
+	for k, raw := range fields {
+		ft, ok := known[k]
+		if !ok {
+			return Invalid(name(k), "unknown field %q", name(k))
+		}
+		trimmed := bytes.TrimSpace(raw)
+		if bytes.Equal(trimmed, []byte("null")) {
+			return Invalid(name(k), "%s must not be null (leave it out for the default)", name(k))
+		}
+		inner := ft
+		for inner.Kind() == reflect.Pointer {
+			inner = inner.Elem()
+		}
+		if inner.Kind() == reflect.Struct && inner != rawMessageType && len(trimmed) > 0 && trimmed[0] == '{' {
+			var sub map[string]json.RawMessage
+			if err := json.Unmarshal(trimmed, &sub); err == nil {
+				parent := name(k)
+				if err := checkKeys(sub, inner, func(f string) string {
+					if f == "" {
+						return parent
+					}
+					return parent + "." + f
+				}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }

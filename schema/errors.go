@@ -120,7 +120,7 @@ func AsError(err error) *Error {
 // ParseEnvelope decodes an error envelope; ok is false when data is not one.
 func ParseEnvelope(data []byte) (*Error, bool) {
 	var env Envelope
-	if err := json.Unmarshal(data, &env); err != nil || env.Type != TypeError || env.Error == nil {
+	if err := json.Unmarshal(data, &env); err != nil || env.Type != TypeError || env.Error == nil || env.Error.Code == "" {
 		return nil, false
 	}
 	return env.Error, true

@@ -51,7 +51,10 @@ func Secs(d time.Duration) float64 { return math.Round(d.Seconds()*1000) / 1000 
 
 // StateSummary describes the state carried across a restart.
 type StateSummary struct {
+	// Preserved: the state was carried across the restart (snapshot +
+	// journal). SnapshotWritten: this restart wrote a snapshot first.
 	Preserved        bool   `json:"preserved"`
+	SnapshotWritten  bool   `json:"snapshot_written"`
 	TasksSaved       int    `json:"tasks_saved"`
 	TasksRestored    int    `json:"tasks_restored"`
 	SessionsRestored int    `json:"sessions_restored"`
@@ -145,15 +148,18 @@ type HealthChecks struct {
 
 // Health is the reply of orch.v1.node.<id>.health.
 type Health struct {
-	Type               string       `json:"type"`
-	Healthy            bool         `json:"healthy"`
-	Timestamp          time.Time    `json:"timestamp"`
-	ServerVersion      string       `json:"server_version"`
-	NodeID             string       `json:"node_id"`
-	Group              string       `json:"group"`
-	Phase              Phase        `json:"phase"`
-	UptimeSeconds      float64      `json:"uptime_seconds"`
-	WorkerPID          int          `json:"worker_pid"`
+	Type          string    `json:"type"`
+	Healthy       bool      `json:"healthy"`
+	Timestamp     time.Time `json:"timestamp"`
+	ServerVersion string    `json:"server_version"`
+	NodeID        string    `json:"node_id"`
+	Group         string    `json:"group"`
+	Phase         Phase     `json:"phase"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	WorkerPID     int       `json:"worker_pid"`
+	// MeasuredAt is set when the worker could not answer now: the worker
+	// figures are its last reading, taken then.
+	MeasuredAt         *time.Time   `json:"measured_at,omitempty"`
 	WorkerUptime       float64      `json:"worker_uptime_seconds"`
 	ConfigVersion      string       `json:"config_version"`
 	StateSchemaVersion int          `json:"state_schema_version"`

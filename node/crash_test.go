@@ -1,0 +1,141 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/restartcoord/restartcoord/node"
+	"github.com/restartcoord/restartcoord/schema"
+)
+
+func TestFrozenWorkerIsKilledAndReplaced(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.fastConfig("n1")
+	e.startNode(cfg)
+	c := e.client("c1", "n1")
+	l := newLedger()
+	createTasks(t, l, 50, 2, func(i int) schema.TaskCreateArgs { return schema.TaskCreateArgs{Title: "t"} }, c)
+	pid := e.health("n1").WorkerPID
+	stopped := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var h schema.Health
+	waitFor(t, 20*time.Second, "a new healthy worker", func() bool {
+		h = e.health("n1")
+		return h.Healthy && h.WorkerPID != pid && h.WorkerPID != 0
+	})
+	t.Logf("SIGSTOP to healthy new worker: %s (watchdog %s every %s)", time.Since(stopped).Round(time.Millisecond), cfg.WatchdogTimeout, cfg.WatchdogInterval)
+	if pidAlive(pid) {
+		t.Fatalf("frozen worker %d still exists", pid)
+	}
+	hist := e.history("n1")
+	r := hist.RecentRestarts[0]
+	if r.Reason != schema.ReasonCrashRecovery || !r.Success || r.OldPID != pid || !strings.Contains(strings.Join(r.Errors, " "), "watchdog") {
+		t.Fatalf("history: %+v", r)
+	}
+	l.check(t, c)
+}
+
+func TestCrashedWorkerIsRestartedEachTime(t *testing.T) {
+	e := newEnv(t)
+	e.startNode(e.fastConfig("n1"))
+	seen := map[int]bool{}
+	for i := range 3 {
+		pid := e.health("n1").WorkerPID
+		seen[pid] = true
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "recovery", func() bool {
+			h := e.health("n1")
+			return h.Healthy && !seen[h.WorkerPID]
+		})
+		_ = i
+	}
+	hist := e.history("n1")
+	if hist.TotalRestarts != 3 {
+		t.Fatalf("history has %d restarts, want 3 crash recoveries", hist.TotalRestarts)
+	}
+	for _, r := range hist.RecentRestarts {
+		if r.Reason != schema.ReasonCrashRecovery || !r.Success || r.Graceful {
+			t.Fatalf("history entry %+v", r)
+		}
+	}
+}
+
+func TestSecondNodeWithSameIDRefusesToStart(t *testing.T) {
+	e := newEnv(t)
+	e.startNode(e.fastConfig("n1"))
+	sup, err := node.NewSupervisor(e.fastConfig("n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = sup.Run(ctx, nil)
+	if !errors.Is(err, node.ErrNodeIDTaken) {
+		t.Fatalf("second node with the same id: got %v, want ErrNodeIDTaken", err)
+	}
+	if !e.health("n1").Healthy {
+		t.Fatal("the first node suffered from the second's attempt")
+	}
+}
+
+func TestStopDrainsSnapshotsAndDeregisters(t *testing.T) {
+	e := newEnv(t)
+	sup, err := node.NewSupervisor(e.fastConfig("n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, ready) }()
+	<-ready
+	c := e.client("c1", "n1")
+	l := newLedger()
+	createTasks(t, l, 20, 1, func(int) schema.TaskCreateArgs { return schema.TaskCreateArgs{Title: "t"} }, c)
+	job, err := c.CreateTask(context.Background(), schema.TaskCreateArgs{Title: "job", Job: &schema.Job{Kind: "steps", Steps: 1000, StepSeconds: 0.01}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := e.health("n1").WorkerPID
+	cancel() // what SIGTERM does in `restartcoord node`
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("node did not stop")
+	}
+	if pidAlive(pid) {
+		t.Fatalf("worker %d outlived its supervisor", pid)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	list, err := e.bs.ListSnapshots(ctx2, "n1")
+	if err != nil || len(list) == 0 || list[0].Trigger != "shutdown" {
+		t.Fatalf("newest snapshot %+v (%v), want one taken at shutdown", list, err)
+	}
+	kv, _ := e.bs.JetStream().KeyValue(ctx2, schema.BucketNodes)
+	if _, err := kv.Get(ctx2, "n1"); err == nil {
+		t.Fatal("node still registered after stop")
+	}
+	holder, err := busLeaseHolder(e, "n1")
+	if err != nil || holder != "" {
+		t.Fatalf("node id lease still held by %q (%v)", holder, err)
+	}
+	// The same id starts again at once, with the state and the job where they were.
+	e.startNode(e.fastConfig("n1"))
+	l.check(t, c)
+	got, err := c.GetTask(context.Background(), job.TaskID)
+	if err != nil || got.StepsDone == 0 || got.Status != schema.TaskActive {
+		t.Fatalf("job after restart of the node: %+v (%v)", got, err)
+	}
+}
