@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/node"
 	"github.com/restartcoord/restartcoord/schema"
 )
@@ -137,5 +138,24 @@ func TestStopDrainsSnapshotsAndDeregisters(t *testing.T) {
 	got, err := c.GetTask(context.Background(), job.TaskID)
 	if err != nil || got.StepsDone == 0 || got.Status != schema.TaskActive {
 		t.Fatalf("job after restart of the node: %+v (%v)", got, err)
+	}
+}
+
+// A supervisor killed with -9 leaves its node-id lease behind; the next one
+// (restarted by systemd or Docker) waits for it to expire instead of failing.
+func TestNodeIDHeldBySilentHolderIsWaitedFor(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := bus.AcquireLease(ctx, e.bs.JetStream(), schema.BucketLeases, schema.LeaseKeyNode("n1"), []byte("dead@host/1/x"), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	e.startNode(e.fastConfig("n1"))
+	if waited := time.Since(t0); waited < time.Second {
+		t.Fatalf("started after %s while a 2 s lease was held", waited)
+	}
+	if !e.health("n1").Healthy {
+		t.Fatal("node not healthy after taking over the expired lease")
 	}
 }

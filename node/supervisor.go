@@ -125,7 +125,7 @@ func (s *Supervisor) goLoop(f func(ctx context.Context)) {
 
 // open connects, checks the store, takes the node id and registers.
 func (s *Supervisor) open(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second+s.cfg.LeaseTTL+3*s.cfg.HeartbeatInterval)
 	defer cancel()
 	opts := s.cfg.NATS
 	opts.Name = "restartcoord-node-" + s.cfg.NodeID
@@ -141,11 +141,7 @@ func (s *Supervisor) open(ctx context.Context) error {
 	if err := bus.Check(cctx, js); err != nil {
 		return err
 	}
-	s.lease, err = bus.AcquireLease(cctx, js, schema.BucketLeases, schema.LeaseKeyNode(s.cfg.NodeID), []byte(s.instance), s.cfg.LeaseTTL)
-	if errors.Is(err, bus.ErrLeaseHeld) {
-		return fmt.Errorf("%w: %v (another node runs with id %s; a crashed one frees it within %s)", ErrNodeIDTaken, err, s.cfg.NodeID, s.cfg.LeaseTTL)
-	}
-	if err != nil {
+	if err := s.takeNodeID(ctx); err != nil {
 		return err
 	}
 	if s.nodes, err = js.KeyValue(cctx, schema.BucketNodes); err != nil {
@@ -164,6 +160,43 @@ func (s *Supervisor) open(ctx context.Context) error {
 		return fmt.Errorf("node: loading restart history: %w", err)
 	}
 	return s.register(cctx)
+}
+
+// takeNodeID acquires the node-id lease. If another holder has it and is
+// alive (its heartbeats arrive), this node refuses to start; if the holder
+// is silent (a supervisor killed with -9, restarted by systemd or Docker),
+// it waits for that lease to expire.
+func (s *Supervisor) takeNodeID(ctx context.Context) error {
+	js := s.bs.JetStream()
+	key := schema.LeaseKeyNode(s.cfg.NodeID)
+	var err error
+	s.lease, err = bus.AcquireLease(ctx, js, schema.BucketLeases, key, []byte(s.instance), s.cfg.LeaseTTL)
+	if !errors.Is(err, bus.ErrLeaseHeld) {
+		return err
+	}
+	sub, serr := s.conn.SubscribeSync(schema.HeartbeatSubject(s.cfg.NodeID))
+	if serr != nil {
+		return serr
+	}
+	_, hbErr := sub.NextMsg(3 * s.cfg.HeartbeatInterval)
+	_ = sub.Unsubscribe()
+	if hbErr == nil {
+		return fmt.Errorf("%w: %v, and it is alive (its heartbeats arrive)", ErrNodeIDTaken, err)
+	}
+	s.log.Warn("node id held by a silent holder; waiting for its lease to expire", "holder_err", err, "ttl", s.cfg.LeaseTTL)
+	deadline := time.Now().Add(s.cfg.LeaseTTL + 2*time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+		s.lease, err = bus.AcquireLease(ctx, js, schema.BucketLeases, key, []byte(s.instance), s.cfg.LeaseTTL)
+		if !errors.Is(err, bus.ErrLeaseHeld) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: %v (its lease did not expire within %s)", ErrNodeIDTaken, err, s.cfg.LeaseTTL+2*time.Second)
 }
 
 func (s *Supervisor) register(ctx context.Context) error {
