@@ -93,12 +93,17 @@ func (s *Store) Replay(ctx context.Context, nodeID string, afterSeq uint64, fn f
 	}
 	n := 0
 	for {
-		batch, err := cons.Fetch(4096, jetstream.FetchMaxWait(5*time.Second))
+		// The journal is fully written: take what is there, never leave a
+		// pull request waiting behind us.
+		batch, err := cons.FetchNoWait(4096)
 		if err != nil {
 			return n, fmt.Errorf("bus: journal replay: %w", err)
 		}
-		got := 0
+		got, done := 0, false
 		for m := range batch.Messages() {
+			if done {
+				continue // drain the batch
+			}
 			got++
 			md, err := m.Metadata()
 			if err != nil {
@@ -113,8 +118,11 @@ func (s *Store) Replay(ctx context.Context, nodeID string, afterSeq uint64, fn f
 			}
 			n++
 			if md.Sequence.Stream >= last {
-				return n, nil
+				done = true
 			}
+		}
+		if done {
+			return n, nil
 		}
 		if err := batch.Error(); err != nil {
 			return n, fmt.Errorf("bus: journal replay: %w", err)
@@ -316,7 +324,7 @@ func (s *Store) ReadSubject(ctx context.Context, stream, subj string, fn func(da
 	}
 	var seen uint64
 	for seen < total {
-		batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(2*time.Second))
+		batch, err := cons.FetchNoWait(1024)
 		if err != nil {
 			return err
 		}
