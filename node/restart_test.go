@@ -295,3 +295,51 @@ func TestSameRestartIDRestartsOnce(t *testing.T) {
 		t.Fatalf("history has %d restarts, want 1", n)
 	}
 }
+
+// Maintenance mode holds new work: a request sent during a graceful restart
+// waits in the buffer and is answered by the new worker, once.
+func TestRequestDuringRestartWaitsAndIsAnsweredAfter(t *testing.T) {
+	e := newEnv(t)
+	e.startNode(e.fastConfig("n1"))
+	c := e.client("c1", "n1")
+	// A step longer than the suspension timeout keeps the drain busy ~1 s.
+	if _, err := c.CreateTask(context.Background(), schema.TaskCreateArgs{Title: "slow", Job: &schema.Job{Kind: "steps", Steps: 2, StepSeconds: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan schema.RestartResult, 1)
+	go func() { res <- e.restart("n1", map[string]any{}) }()
+	waitFor(t, 5*time.Second, "maintenance mode", func() bool {
+		var st schema.RestartStatus
+		return e.req("n1", schema.OpRestartStatus, nil, &st) == nil && st.CurrentStatus.MaintenanceMode
+	})
+	sent := time.Now()
+	task, err := c.CreateTask(context.Background(), schema.TaskCreateArgs{Title: "sent during the restart"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := time.Now()
+	r := <-res
+	if !r.Success || r.BufferedRequestsReplayed < 1 {
+		t.Fatalf("restart: success %v, buffered requests replayed %d", r.Success, r.BufferedRequestsReplayed)
+	}
+	if answered.Before(r.CompletedAt.Add(-50 * time.Millisecond)) {
+		t.Fatalf("request answered at %s, before the restart completed at %s: maintenance did not hold it", answered, r.CompletedAt)
+	}
+	t.Logf("request waited %s in the buffer", answered.Sub(sent).Round(time.Millisecond))
+	all, err := c.AllTasks(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, x := range all {
+		if x.Title == "sent during the restart" {
+			n++
+			if !x.Equal(task) {
+				t.Fatalf("task %+v, acknowledged %+v", x, task)
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("the request was applied %d times", n)
+	}
+}
