@@ -168,7 +168,7 @@ func Check(ctx context.Context, js jetstream.JetStream) error {
 			st, err := kv.Status(ctx)
 			if err != nil {
 				problems = append(problems, fmt.Sprintf("bucket %s: %v", kc.Bucket, err))
-			} else if st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.AllowMsgTTL == false {
+			} else if !st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.AllowMsgTTL {
 				problems = append(problems, fmt.Sprintf("bucket %s does not allow per-key TTLs", kc.Bucket))
 			}
 		}

@@ -196,9 +196,7 @@ func (t *lineTail) Write(b []byte) (int, error) {
 	s := t.part + string(b)
 	parts := strings.Split(s, "\n")
 	t.part = parts[len(parts)-1]
-	for _, l := range parts[:len(parts)-1] {
-		t.lines = append(t.lines, l)
-	}
+	t.lines = append(t.lines, parts[:len(parts)-1]...)
 	if over := len(t.lines) - t.n; over > 0 {
 		t.lines = t.lines[over:]
 	}

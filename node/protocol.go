@@ -88,12 +88,6 @@ type drainResult struct {
 	Warnings       []string             `json:"warnings,omitempty"`
 }
 
-// sessionStat is one session as stats report it.
-type sessionStat struct {
-	schema.Session
-	Buffered int `json:"buffered"`
-}
-
 // workerStats is a measured reading of the worker.
 type workerStats struct {
 	PID              int                  `json:"pid"`
