@@ -65,6 +65,8 @@ func (c StoreConfig) streams() []jetstream.StreamConfig {
 			Name: schema.StreamJournal, Subjects: []string{schema.JournalSubjects},
 			Description: "task journal per node: every effect with the request id that caused it and the reply sent",
 			Retention:   jetstream.LimitsPolicy, Storage: jetstream.FileStorage, Replicas: c.Replicas, AllowDirect: true,
+			// A batch of requests' effects is written all or none.
+			AllowAtomicPublish: true,
 		},
 		{
 			Name: schema.StreamEvents, Subjects: []string{schema.EventsSubjects},
@@ -153,6 +155,9 @@ func Check(ctx context.Context, js jetstream.JetStream) error {
 		}
 		if sc.DiscardNewPerSubject && (!got.DiscardNewPerSubject || got.Discard != jetstream.DiscardNew || got.MaxMsgsPerSubject < 1) {
 			problems = append(problems, fmt.Sprintf("stream %s must discard new messages per subject with a per-subject limit", sc.Name))
+		}
+		if sc.AllowAtomicPublish && !got.AllowAtomicPublish {
+			problems = append(problems, fmt.Sprintf("stream %s must allow atomic batch publish (restartcoord init updates it)", sc.Name))
 		}
 		if sc.DenyPurge && (!got.DenyPurge || !got.DenyDelete) {
 			problems = append(problems, fmt.Sprintf("stream %s must deny delete and purge", sc.Name))

@@ -159,3 +159,25 @@ func TestNodeIDHeldBySilentHolderIsWaitedFor(t *testing.T) {
 		t.Fatal("node not healthy after taking over the expired lease")
 	}
 }
+
+// A lease that expired under a live node (its refreshes delayed by a slow
+// NATS) and that nobody else took is taken again; the node keeps serving.
+func TestExpiredNodeLeaseNobodyTookIsRetaken(t *testing.T) {
+	e := newEnv(t)
+	e.startNode(e.fastConfig("n1"))
+	pid := e.health("n1").WorkerPID
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, _ := e.bs.JetStream().KeyValue(ctx, schema.BucketLeases)
+	before, _ := busLeaseHolder(e, "n1")
+	if err := kv.Delete(ctx, schema.LeaseKeyNode("n1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the lease to be taken again", func() bool {
+		h, _ := busLeaseHolder(e, "n1")
+		return h == before
+	})
+	if h := e.health("n1"); !h.Healthy || h.WorkerPID != pid {
+		t.Fatalf("after the lease was retaken: healthy %v pid %d (was %d)", h.Healthy, h.WorkerPID, pid)
+	}
+}

@@ -63,12 +63,12 @@ func (e *env) fastConfig(id string) node.Config {
 	cfg.LogDir = filepath.Join(e.dir, "logs")
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.WatchdogInterval = 50 * time.Millisecond
-	cfg.WatchdogTimeout = 400 * time.Millisecond
+	cfg.WatchdogTimeout = time.Second
 	cfg.CrashBackoffStart = 50 * time.Millisecond
 	cfg.CrashBackoffMax = 500 * time.Millisecond
 	cfg.SuspendTimeout = time.Second
 	cfg.StartTimeout = 30 * time.Second
-	cfg.LeaseTTL = 3 * time.Second
+	cfg.LeaseTTL = 5 * time.Second
 	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return cfg
 }

@@ -104,10 +104,12 @@ func (j *jobRunner) step(id string, n int) error {
 	}); err != nil {
 		return fmt.Errorf("job step effect: %w", err)
 	}
+	w.st.commitMu.Lock()
+	defer w.st.commitMu.Unlock()
 	w.st.mu.Lock()
 	defer w.st.mu.Unlock()
 	t, ok := w.st.tasks[id]
-	if !ok {
+	if !ok || t.Status != schema.TaskActive {
 		return nil
 	}
 	nt := *t
@@ -143,6 +145,8 @@ func (j *jobRunner) suspendAll(ctx context.Context, timeout time.Duration) (int,
 		hard()
 	}
 	w := j.w
+	w.st.commitMu.Lock()
+	defer w.st.commitMu.Unlock()
 	w.st.mu.Lock()
 	defer w.st.mu.Unlock()
 	ids := make([]string, 0)
@@ -167,6 +171,7 @@ func (j *jobRunner) suspendAll(ctx context.Context, timeout time.Duration) (int,
 func (j *jobRunner) resumeAll(ctx context.Context) error {
 	w := j.w
 	var ids []string
+	w.st.commitMu.Lock()
 	w.st.mu.Lock()
 	now := stateNow()
 	for id, t := range w.st.tasks {
@@ -179,6 +184,7 @@ func (j *jobRunner) resumeAll(ctx context.Context) error {
 			nt.Status, nt.UpdatedAt = schema.TaskActive, now
 			if err := w.st.commitLocked(ctx, "", &schema.JournalEntry{At: now, Op: schema.JournalJobResume, Task: &nt}); err != nil {
 				w.st.mu.Unlock()
+				w.st.commitMu.Unlock()
 				return err
 			}
 			ids = append(ids, id)
@@ -187,6 +193,7 @@ func (j *jobRunner) resumeAll(ctx context.Context) error {
 		}
 	}
 	w.st.mu.Unlock()
+	w.st.commitMu.Unlock()
 	for _, id := range ids {
 		j.start(id)
 	}

@@ -72,9 +72,9 @@ func TestPeriodicSnapshotsArePrunedAndCompactTheJournal(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	var list []schema.SnapshotInfo
-	waitFor(t, 10*time.Second, "periodic snapshots covering all 50 tasks", func() bool {
+	waitFor(t, 10*time.Second, "periodic snapshots covering all 50 tasks, pruned to 3", func() bool {
 		list, _ = e.bs.ListSnapshots(ctx, "n1")
-		return len(list) > 0 && list[0].Tasks == 50
+		return len(list) == 3 && list[0].Tasks == 50
 	})
 	if len(list) != 3 {
 		t.Fatalf("%d snapshots kept, want 3", len(list))

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -11,9 +13,13 @@ import (
 	"github.com/restartcoord/restartcoord/schema"
 )
 
-// startRequests opens the node's request buffer and serves it on one
-// goroutine: requests are handled one at a time in the stream's order, so
-// each client's requests are applied in the order it made them.
+// startRequests opens the node's request buffer and serves it. A reader
+// goroutine takes requests in the stream's order; the batcher takes every
+// request already delivered (up to bus.MaxBatch), applies them in order, and
+// writes their effects to the journal as one atomic batch (group commit).
+// Only then are the replies sent and the requests acknowledged, in order: a
+// client's requests are applied in the order it made them, and nothing
+// leaves the worker before the journal has it.
 func (w *worker) startRequests(ctx context.Context) (int, error) {
 	reqs, err := w.bs.OpenRequests(ctx, w.env.NodeID)
 	if err != nil {
@@ -24,9 +30,9 @@ func (w *worker) startRequests(ctx context.Context) (int, error) {
 	w.mu.Lock()
 	w.reqStop, w.reqDone = cancel, done
 	w.mu.Unlock()
+	feed := make(chan *bus.Request, 4*bus.MaxBatch)
 	go func() {
-		defer close(done)
-		defer reqs.Stop()
+		defer close(feed)
 		for {
 			r, err := reqs.Next(rctx)
 			if err != nil {
@@ -41,14 +47,37 @@ func (w *worker) startRequests(ctx context.Context) (int, error) {
 				}
 				continue
 			}
-			// The request in hand is finished even if a drain begins.
-			w.handle(context.WithoutCancel(rctx), r)
+			feed <- r
+		}
+	}()
+	go func() {
+		defer close(done)
+		defer reqs.Stop()
+		for r := range feed {
+			batch := []*bus.Request{r}
+		more:
+			for len(batch) < bus.MaxBatch {
+				select {
+				case r2, ok := <-feed:
+					if !ok {
+						break more
+					}
+					batch = append(batch, r2)
+				default:
+					break more
+				}
+			}
+			if rctx.Err() != nil {
+				// Stopping: what is not handled stays in the buffer for the next worker.
+				continue
+			}
+			w.handleBatch(batch)
 		}
 	}()
 	return reqs.Pending(), nil
 }
 
-// stopRequests stops taking requests and waits for the one in hand.
+// stopRequests stops taking requests and waits for the batch in hand.
 func (w *worker) stopRequests() {
 	w.mu.Lock()
 	stop, done := w.reqStop, w.reqDone
@@ -70,30 +99,77 @@ func replyBody(reqID string, result any, e *schema.Error) []byte {
 	return schema.TaskReplyBody(reqID, result, e)
 }
 
-// handle applies one buffered request exactly once: a request id already in
-// the journal is answered from the kept reply; a new one is applied, its
-// effect and reply journaled together, then answered, then acknowledged.
-func (w *worker) handle(ctx context.Context, r *bus.Request) {
+// outcome is what a request gets once its batch is durable.
+type outcome struct {
+	r        *bus.Request
+	body     []byte // nil: no reply (refused)
+	startJob string
+}
+
+// handleBatch applies a batch of requests exactly once each: a request id
+// already in the journal is answered from the kept reply; a new one is
+// applied, its effect and reply journaled together; then answered; then
+// acknowledged.
+func (w *worker) handleBatch(batch []*bus.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st := w.st
+	st.commitMu.Lock()
+	defer st.commitMu.Unlock()
+	now := stateNow()
+	outs := make([]outcome, 0, len(batch))
+	var ids []string
+	var entries []*schema.JournalEntry
+	st.mu.Lock()
+	for _, r := range batch {
+		o, e := w.decide(r, now)
+		if e != nil {
+			st.stage(e)
+			ids = append(ids, w.env.NodeID+":"+r.RequestID)
+			entries = append(entries, e)
+		}
+		outs = append(outs, o)
+	}
+	st.mu.Unlock()
+	if err := st.commitBatch(ctx, ids, entries); err != nil {
+		// Memory is ahead of the journal: nothing of this batch may leave the
+		// worker. Exit; the next worker restores from the journal and gets
+		// these requests again (they are not acknowledged).
+		w.log.Error("journal batch failed; worker exits so a new one restores from the journal", "entries", len(entries), "err", err)
+		fmt.Fprintf(os.Stderr, "journal write failed: %v\n", err)
+		os.Exit(3)
+	}
+	for _, o := range outs {
+		if o.body != nil {
+			w.reply(o.r, o.body)
+		}
+		_ = o.r.Ack()
+		if o.startJob != "" {
+			w.jobs.start(o.startJob)
+		}
+	}
+}
+
+// decide works out one request's reply and the journal entry of its effect
+// (nil when it has none); st.mu is held.
+func (w *worker) decide(r *bus.Request, now time.Time) (outcome, *schema.JournalEntry) {
+	o := outcome{r: r}
 	if !strings.HasPrefix(r.ReplyTo, "_INBOX.") {
 		w.log.Warn("request refused: reply subject must start with _INBOX.", "subject", r.Subject, "reply_to", r.ReplyTo)
-		_ = r.Ack()
-		return
+		return o, nil
 	}
 	if r.RequestID == "" || len(r.RequestID) > 128 || !schema.ValidToken(r.ClientID) {
-		w.reply(r, replyBody(r.RequestID, nil, schema.Invalid("Nats-Msg-Id", "a request needs a Nats-Msg-Id header (the request id)")))
-		_ = r.Ack()
-		return
+		o.body = replyBody(r.RequestID, nil, schema.Invalid("Nats-Msg-Id", "a request needs a Nats-Msg-Id header (the request id)"))
+		return o, nil
 	}
-	if kept, ok := w.st.keptReply(r.RequestID); ok {
-		w.reply(r, kept)
-		_ = r.Ack()
-		return
+	if kept, ok := w.st.replies[r.RequestID]; ok {
+		o.body = kept.Reply
+		return o, nil
 	}
-	now := stateNow()
 	if age := now.Sub(r.Published); age > w.env.BufferExpiration {
 		e := schema.Errorf(schema.CodeExpired, "request waited %.1fs in the buffer, longer than the expiration (%.0fs)",
 			age.Seconds(), w.env.BufferExpiration.Seconds())
-		w.commitReply(ctx, r, "expired", nil, replyBody(r.RequestID, nil, e), now)
+		o.body = replyBody(r.RequestID, nil, e)
 		w.mu.Lock()
 		w.expired++
 		if w.reconnectPending[r.ClientID] {
@@ -101,52 +177,27 @@ func (w *worker) handle(ctx context.Context, r *bus.Request) {
 			delete(w.reconnectPending, r.ClientID)
 		}
 		w.mu.Unlock()
-		_ = r.Ack()
-		return
+		return o, &schema.JournalEntry{At: now, RequestID: r.RequestID, ClientID: r.ClientID, Op: "expired", Reply: o.body}
 	}
 	var tr schema.TaskRequest
 	if err := schema.Decode(r.Data, &tr); err != nil {
-		w.reply(r, replyBody(r.RequestID, nil, schema.AsError(err)))
-		_ = r.Ack()
-		return
+		o.body = replyBody(r.RequestID, nil, schema.AsError(err))
+		return o, nil
 	}
 	if !schema.Mutates(tr.Op) {
 		result, err := w.read(tr)
-		w.touchSession(r, now)
-		w.reply(r, replyBody(r.RequestID, result, schema.AsError(err)))
-		_ = r.Ack()
-		return
+		x := w.sessionAfter(r, now)
+		w.st.sessions[x.SessionID] = x
+		o.body = replyBody(r.RequestID, result, schema.AsError(err))
+		return o, nil
 	}
-	w.st.mu.Lock()
 	task, result, opErr := w.mutate(tr, now)
-	body := replyBody(r.RequestID, result, schema.AsError(opErr))
-	sess := w.sessionAfter(r, now)
-	e := &schema.JournalEntry{At: now, RequestID: r.RequestID, ClientID: r.ClientID, Op: tr.Op,
-		Task: task, Session: sess, Reply: body}
-	err := w.st.commitLocked(ctx, w.env.NodeID+":"+r.RequestID, e)
-	w.st.mu.Unlock()
-	if err != nil {
-		// Not durable, so not answered and not acknowledged: the request
-		// stays in the buffer for the next try.
-		w.log.Error("journal write failed; request left in the buffer", "request", r.RequestID, "err", err)
-		return
-	}
+	o.body = replyBody(r.RequestID, result, schema.AsError(opErr))
 	if task != nil && task.Job != nil && task.Status == schema.TaskActive && tr.Op == schema.OpTaskCreate {
-		w.jobs.start(task.TaskID)
+		o.startJob = task.TaskID
 	}
-	w.reply(r, body)
-	_ = r.Ack()
-}
-
-// commitReply journals a reply without an effect (so a retry gets the same).
-func (w *worker) commitReply(ctx context.Context, r *bus.Request, op string, task *schema.Task, body []byte, now time.Time) {
-	w.st.mu.Lock()
-	err := w.st.commitLocked(ctx, w.env.NodeID+":"+r.RequestID, &schema.JournalEntry{At: now, RequestID: r.RequestID,
-		ClientID: r.ClientID, Op: op, Task: task, Reply: body})
-	w.st.mu.Unlock()
-	if err == nil {
-		w.reply(r, body)
-	}
+	return o, &schema.JournalEntry{At: now, RequestID: r.RequestID, ClientID: r.ClientID, Op: tr.Op,
+		Task: task, Session: w.sessionAfter(r, now), Reply: o.body}
 }
 
 // sessionAfter is the client's session updated by this request (st.mu held).
@@ -174,17 +225,8 @@ func (w *worker) sessionAfter(r *bus.Request, now time.Time) *schema.Session {
 	return &x
 }
 
-// touchSession records activity of a read (in memory; snapshots keep it).
-func (w *worker) touchSession(r *bus.Request, now time.Time) {
-	w.st.mu.Lock()
-	defer w.st.mu.Unlock()
-	x := w.sessionAfter(r, now)
-	w.st.sessions[x.SessionID] = x
-}
-
+// read answers a read op (st.mu held).
 func (w *worker) read(tr schema.TaskRequest) (any, error) {
-	w.st.mu.Lock()
-	defer w.st.mu.Unlock()
 	switch tr.Op {
 	case schema.OpTaskGet:
 		var a schema.TaskIDArgs

@@ -135,12 +135,16 @@ func TestGracefulTimeoutContinuesAsEmergency(t *testing.T) {
 	c := e.client("c1", "n1")
 	l := newLedger()
 	createTasks(t, l, 20, 1, func(int) schema.TaskCreateArgs { return schema.TaskCreateArgs{Title: "t"} }, c)
+	// A step longer than the suspension timeout holds the drain in suspending_tasks for ~1 s.
+	if _, err := c.CreateTask(context.Background(), schema.TaskCreateArgs{Title: "slow", Job: &schema.Job{Kind: "steps", Steps: 2, StepSeconds: 5}}); err != nil {
+		t.Fatal(err)
+	}
 	pid := e.health("n1").WorkerPID
 	done := make(chan schema.RestartResult, 1)
 	go func() { done <- e.restart("n1", map[string]any{"timeout": 10}) }()
-	waitFor(t, 5*time.Second, "the restart to start", func() bool {
+	waitFor(t, 5*time.Second, "the drain to be suspending jobs", func() bool {
 		var st schema.RestartStatus
-		return e.req("n1", schema.OpRestartStatus, nil, &st) == nil && st.CurrentStatus.Phase != schema.PhaseIdle
+		return e.req("n1", schema.OpRestartStatus, nil, &st) == nil && st.CurrentStatus.Phase == schema.PhaseSuspendingTasks
 	})
 	// Freeze the worker mid-drain: it will never finish the graceful part.
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {

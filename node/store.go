@@ -10,31 +10,39 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/restartcoord/restartcoord/bus"
-
 	"github.com/restartcoord/restartcoord/schema"
 )
 
 // Journal keeps every effect durably, in order, per node.
 type Journal interface {
 	Append(ctx context.Context, nodeID, msgID string, e *schema.JournalEntry) (seq uint64, err error)
+	AppendBatch(ctx context.Context, nodeID string, msgIDs []string, entries []*schema.JournalEntry) (lastSeq uint64, err error)
 	Replay(ctx context.Context, nodeID string, afterSeq uint64, fn func(seq uint64, e *schema.JournalEntry) error) (int, error)
 	LastSeq(ctx context.Context, nodeID string) (uint64, error)
 	Compact(ctx context.Context, nodeID string, throughSeq uint64) error
 }
 
-// store is the worker's state: tasks, sessions and kept replies, each change
-// written to the journal before it is applied and acknowledged. mu is held
-// across the journal write, so the journal's order is the order of effects
-// and a snapshot taken under mu matches exactly the journal up to lastSeq.
+var _ Journal = (*bus.Store)(nil)
+
+// store is the worker's state: tasks, sessions and kept replies. Every
+// change is written to the journal before anything about it leaves the
+// worker (a reply, an acknowledgement, a job step).
+//
+// Lock order: commitMu, then mu (then worker.mu). commitMu is held from the
+// moment effects are applied in memory until the journal has them, so a
+// snapshot (which takes commitMu) never sees an effect the journal lacks,
+// and lastSeq is exactly the journal position of the state in memory.
 type store struct {
 	nodeID  string
 	journal Journal
+
+	commitMu sync.Mutex
 
 	mu       sync.Mutex
 	tasks    map[string]*schema.Task
 	sessions map[string]*schema.Session
 	replies  map[string]keptReply
-	taskSeq  map[string]uint64 // journal sequence of each task's last change
+	taskVer  map[string]uint64 // bumped on every change of a task
 	lastSeq  uint64
 	written  int // journal writes since start
 
@@ -46,12 +54,12 @@ type store struct {
 type keptReply struct {
 	schema.KeptReply
 	taskID string
-	seq    uint64
+	ver    uint64
 }
 
 func newStore(nodeID string, j Journal) *store {
 	return &store{nodeID: nodeID, journal: j, tasks: map[string]*schema.Task{},
-		sessions: map[string]*schema.Session{}, replies: map[string]keptReply{}, taskSeq: map[string]uint64{}}
+		sessions: map[string]*schema.Session{}, replies: map[string]keptReply{}, taskVer: map[string]uint64{}}
 }
 
 // load replaces the state with a snapshot's.
@@ -59,11 +67,11 @@ func (s *store) load(st *schema.State, seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tasks = make(map[string]*schema.Task, len(st.Tasks))
-	s.taskSeq = make(map[string]uint64, len(st.Tasks))
+	s.taskVer = make(map[string]uint64, len(st.Tasks))
 	for i := range st.Tasks {
 		t := st.Tasks[i]
 		s.tasks[t.TaskID] = &t
-		s.taskSeq[t.TaskID] = seq
+		s.taskVer[t.TaskID] = 1
 	}
 	s.sessions = make(map[string]*schema.Session, len(st.Sessions))
 	for i := range st.Sessions {
@@ -75,7 +83,7 @@ func (s *store) load(st *schema.State, seq uint64) {
 		kr := keptReply{KeptReply: r}
 		if r.TaskRef != "" {
 			if t, ok := s.tasks[r.TaskRef]; ok {
-				kr.Reply, kr.taskID, kr.seq = schema.TaskReplyBody(r.RequestID, t, nil), r.TaskRef, seq
+				kr.Reply, kr.taskID, kr.ver = schema.TaskReplyBody(r.RequestID, t, nil), r.TaskRef, 1
 			}
 			kr.TaskRef = ""
 		}
@@ -84,21 +92,22 @@ func (s *store) load(st *schema.State, seq uint64) {
 	s.lastSeq = seq
 }
 
-// apply an entry to memory (mu held, or during replay before serving).
+// apply an entry to memory (mu held, or during replay before serving). seq
+// is its journal sequence, 0 while it is not written yet.
 func (s *store) apply(seq uint64, e *schema.JournalEntry) {
 	if e.Task != nil {
 		t := *e.Task
 		s.tasks[t.TaskID] = &t
-		s.taskSeq[t.TaskID] = seq
+		s.taskVer[t.TaskID]++
 	}
 	if e.Session != nil {
 		x := *e.Session
 		s.sessions[x.SessionID] = &x
 	}
 	if e.RequestID != "" && e.Reply != nil {
-		kr := keptReply{KeptReply: schema.KeptReply{RequestID: e.RequestID, ClientID: e.ClientID, Reply: e.Reply, At: e.At}, seq: seq}
+		kr := keptReply{KeptReply: schema.KeptReply{RequestID: e.RequestID, ClientID: e.ClientID, Reply: e.Reply, At: e.At}}
 		if e.Task != nil {
-			kr.taskID = e.Task.TaskID
+			kr.taskID, kr.ver = e.Task.TaskID, s.taskVer[e.Task.TaskID]
 		}
 		s.replies[e.RequestID] = kr
 	}
@@ -107,13 +116,17 @@ func (s *store) apply(seq uint64, e *schema.JournalEntry) {
 	}
 }
 
-// commitLocked journals e and then applies it; mu must be held. msgID
-// makes a retry after a lost acknowledgement safe.
-func (s *store) commitLocked(ctx context.Context, msgID string, e *schema.JournalEntry) error {
+func stamp(e *schema.JournalEntry) {
 	e.V = schema.JournalVersion
 	if e.At.IsZero() {
 		e.At = stateNow()
 	}
+}
+
+// commitLocked journals one entry and then applies it; commitMu and mu must
+// be held. msgID makes a retry after a lost acknowledgement safe.
+func (s *store) commitLocked(ctx context.Context, msgID string, e *schema.JournalEntry) error {
+	stamp(e)
 	s.pending.Add(1)
 	defer s.pending.Add(-1)
 	var seq uint64
@@ -132,9 +145,45 @@ func (s *store) commitLocked(ctx context.Context, msgID string, e *schema.Journa
 	return nil
 }
 
+// stage applies an entry in memory ahead of its batch's commit (commitMu
+// and mu held), so later requests of the batch see it.
+func (s *store) stage(e *schema.JournalEntry) {
+	stamp(e)
+	s.apply(0, e)
+}
+
+// commitBatch writes the staged entries atomically (commitMu held, mu not).
+// It retries while NATS is away; a retry after a lost acknowledgement is
+// recognised by the message ids. An error means memory is ahead of the
+// journal: the caller must not let anything out and must give up the worker.
+func (s *store) commitBatch(ctx context.Context, msgIDs []string, entries []*schema.JournalEntry) error {
+	s.pending.Add(int32(len(entries)))
+	defer s.pending.Add(-int32(len(entries)))
+	var seq uint64
+	err := retryJournal(ctx, func() error {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var err error
+		seq, err = s.journal.AppendBatch(actx, s.nodeID, msgIDs, entries)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if seq > s.lastSeq {
+		s.lastSeq = seq
+	}
+	s.written += len(entries)
+	s.mu.Unlock()
+	return nil
+}
+
 // export copies the state (canonically ordered) and the journal sequence it
 // corresponds to, pruning replies older than keep.
 func (s *store) export(keep time.Duration, configVersion string) (*schema.State, uint64) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cut := time.Now().Add(-keep)
@@ -152,7 +201,7 @@ func (s *store) export(keep time.Duration, configVersion string) (*schema.State,
 			continue
 		}
 		kr := r.KeptReply
-		if r.taskID != "" && s.taskSeq[r.taskID] == r.seq {
+		if r.taskID != "" && s.taskVer[r.taskID] == r.ver {
 			// The reply was made from this very version of the task.
 			kr.Reply, kr.TaskRef = nil, r.taskID
 		}

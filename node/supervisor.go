@@ -414,6 +414,9 @@ func (s *Supervisor) refreshLease(ctx context.Context) {
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseTTL/3)
 		err := s.lease.Refresh(rctx)
 		cancel()
+		if errors.Is(err, bus.ErrLeaseLost) && s.retakeLease(ctx) {
+			continue
+		}
 		if errors.Is(err, bus.ErrLeaseLost) {
 			s.log.Error("node id lease lost: another instance owns this node id now; stopping the worker", "err", err)
 			if p, ok := s.currentWorker(); ok {
@@ -427,6 +430,25 @@ func (s *Supervisor) refreshLease(ctx context.Context) {
 			s.log.Warn("node id lease refresh failed (retrying)", "err", err)
 		}
 	}
+}
+
+// retakeLease handles a lease that expired under us (refreshes delayed by a
+// slow or failing-over NATS): if nobody else took the key, take it again.
+func (s *Supervisor) retakeLease(ctx context.Context) bool {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseTTL/3)
+	defer cancel()
+	js := s.bs.JetStream()
+	holder, err := bus.LeaseHolder(rctx, js, schema.BucketLeases, schema.LeaseKeyNode(s.cfg.NodeID))
+	if err != nil || (holder != "" && holder != s.instance) {
+		return false
+	}
+	lease, err := bus.AcquireLease(rctx, js, schema.BucketLeases, schema.LeaseKeyNode(s.cfg.NodeID), []byte(s.instance), s.cfg.LeaseTTL)
+	if err != nil {
+		return false
+	}
+	s.log.Warn("node id lease had expired (refreshes delayed) with nobody else holding it; taken again")
+	s.lease = lease
+	return true
 }
 
 // stop drains the worker, deregisters and releases the node id.
