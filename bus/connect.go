@@ -185,6 +185,9 @@ var ErrPermissionDenied = errors.New("bus: permission denied by NATS")
 type permWatcher struct {
 	mu      sync.Mutex
 	waiters map[string][]chan error
+	// inboxDenied is set when the server refuses this connection its reply
+	// inbox subscription: every request would hang, so all fail at once.
+	inboxDenied error
 }
 
 func (p *permWatcher) handle(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -201,10 +204,27 @@ func (p *permWatcher) handle(_ *nats.Conn, _ *nats.Subscription, err error) {
 		subj = subj[:j]
 	}
 	p.mu.Lock()
-	ws := p.waiters[subj]
-	delete(p.waiters, subj)
+	var ws []chan error
+	if strings.Contains(msg, "for Subscription to") && strings.HasPrefix(subj, nats.InboxPrefix) {
+		p.inboxDenied = fmt.Errorf("%w: replies cannot reach this connection: %s", ErrPermissionDenied, msg)
+		for k, w := range p.waiters {
+			ws = append(ws, w...)
+			delete(p.waiters, k)
+		}
+	} else {
+		ws = p.waiters[subj]
+		delete(p.waiters, subj)
+	}
+	denied := p.inboxDenied
 	p.mu.Unlock()
 	for _, w := range ws {
+		if denied != nil {
+			select {
+			case w <- denied:
+			default:
+			}
+			continue
+		}
 		select {
 		case w <- fmt.Errorf("%w: %s", ErrPermissionDenied, msg):
 		default:
@@ -215,6 +235,9 @@ func (p *permWatcher) handle(_ *nats.Conn, _ *nats.Subscription, err error) {
 func (p *permWatcher) watch(subj string) (<-chan error, func()) {
 	ch := make(chan error, 1)
 	p.mu.Lock()
+	if p.inboxDenied != nil {
+		ch <- p.inboxDenied
+	}
 	p.waiters[subj] = append(p.waiters[subj], ch)
 	p.mu.Unlock()
 	return ch, func() {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 )
 
 // EmbeddedConfig configures an in-process nats-server with JetStream.
@@ -181,10 +180,6 @@ func (c *Cluster) Start(i int) error {
 	if i < len(c.Servers) && c.Servers[i] != nil && c.Servers[i].Running() {
 		return fmt.Errorf("bus: server %d already running", i)
 	}
-	if i < len(c.Servers) && c.Servers[i] != nil {
-		// Reuse the client port it had, so clients reconnect to the same URL.
-		opts.Port = c.Servers[i].Addr().(*net.TCPAddr).Port
-	}
 	s, err := server.NewServer(&opts)
 	if err != nil {
 		return fmt.Errorf("bus: cluster server %d: %w", i, err)
@@ -194,6 +189,9 @@ func (c *Cluster) Start(i int) error {
 		s.Shutdown()
 		return fmt.Errorf("bus: cluster server %d not ready", i)
 	}
+	// Keep the client port it got, so a restart reuses it and clients
+	// reconnect to the same URL.
+	c.opts[i].Port = s.Addr().(*net.TCPAddr).Port
 	for len(c.Servers) <= i {
 		c.Servers = append(c.Servers, nil)
 	}
@@ -207,29 +205,37 @@ func (c *Cluster) StopServer(i int) { c.Servers[i].Stop() }
 // URLs is a comma-separated list of every server's client URL.
 func (c *Cluster) URLs() string {
 	var out string
-	for i, s := range c.Servers {
+	for i, o := range c.opts {
 		if i > 0 {
 			out += ","
 		}
-		out += fmt.Sprintf("nats://127.0.0.1:%d", s.Addr().(*net.TCPAddr).Port)
+		out += fmt.Sprintf("nats://127.0.0.1:%d", o.Port)
 	}
 	return out
 }
 
-// WaitJetStream waits until the cluster's JetStream answers API requests.
+// WaitJetStream waits until the cluster has a JetStream meta leader that
+// sees every running server as a peer and every running server is healthy
+// (an R3 stream created earlier can fail placement).
 func (c *Cluster) WaitJetStream(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(c.URLs())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
 	for {
+		running, healthy, leaderPeers := 0, 0, -1
 		for _, s := range c.Servers {
-			if s != nil && s.Running() && s.JetStreamIsLeader() {
-				return nil
+			if s == nil || !s.Running() {
+				continue
 			}
+			running++
+			if s.Healthz(nil).Error == "" {
+				healthy++
+			}
+			if s.JetStreamIsLeader() {
+				leaderPeers = len(s.JetStreamClusterPeers())
+			}
+		}
+		if running > 0 && healthy == running && leaderPeers >= running {
+			return nil
 		}
 		select {
 		case <-ctx.Done():

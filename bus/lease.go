@@ -93,7 +93,8 @@ func (l *Lease) Refresh(ctx context.Context) error {
 		jetstream.WithMsgTTL(l.ttl), jetstream.WithExpectLastSequencePerSubject(rev))
 	if err != nil {
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			return fmt.Errorf("%w: %s", ErrLeaseLost, l.key)
 		}
 		return fmt.Errorf("bus: refresh lease %s: %w", l.key, err)

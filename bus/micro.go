@@ -25,13 +25,3 @@ func RespondError(req micro.Request, err error) error {
 	body, _ := json.Marshal(schema.NewEnvelope(e))
 	return req.Error(strconv.Itoa(e.Code.Status()), e.Message, body)
 }
-
-// AddService registers a micro service and flushes, so its endpoints answer
-// as soon as this returns (without the flush the first requests can miss).
-func (c *Conn) AddService(cfg micro.Config) (micro.Service, error) {
-	svc, err := micro.AddService(c.Conn, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return svc, nil
-}

@@ -113,3 +113,13 @@ func (s *Store) BufferDepths(ctx context.Context, nodeID string) (map[string]int
 
 // Reply publishes a reply to a client's inbox.
 func (s *Store) Reply(inbox string, data []byte) error { return s.conn.Publish(inbox, data) }
+
+// RequestBufferLimit is the per-client buffer: the request stream's
+// per-subject limit.
+func (s *Store) RequestBufferLimit(ctx context.Context) (int, error) {
+	st, err := s.js.Stream(ctx, schema.StreamRequests)
+	if err != nil {
+		return 0, err
+	}
+	return int(st.CachedInfo().Config.MaxMsgsPerSubject), nil
+}

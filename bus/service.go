@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/restartcoord/restartcoord/schema"
 )
 
 // Handler answers one request: a value marshalled as the reply, or an error
@@ -32,9 +33,24 @@ type ServiceConfig struct {
 // Service is a registered micro service.
 type Service struct {
 	svc    micro.Service
+	conn   *Conn
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	stopped bool
+}
+
+// begin admits a request unless the service is stopping.
+func (s *Service) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 // Serve registers a micro service whose endpoints answer with the contract's
@@ -48,13 +64,22 @@ func (c *Conn) Serve(cfg ServiceConfig) (*Service, error) {
 		return nil, fmt.Errorf("bus: add service %s: %w", cfg.Name, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{svc: svc, ctx: ctx, cancel: cancel}
+	s := &Service{svc: svc, conn: c, ctx: ctx, cancel: cancel}
 	for _, ep := range cfg.Endpoints {
 		h := ep.Handler
 		err := svc.AddEndpoint(ep.Name, micro.HandlerFunc(func(req micro.Request) {
-			s.wg.Add(1)
+			if !s.begin() {
+				_ = RespondError(req, schema.Errorf(schema.CodeSystemNotReady, "service stopping"))
+				return
+			}
 			go func() {
 				defer s.wg.Done()
+				defer func() {
+					// A handler's panic answers INTERNAL; it never takes the process down.
+					if p := recover(); p != nil {
+						_ = RespondError(req, schema.Errorf(schema.CodeInternal, "handler panic: %v", p))
+					}
+				}()
 				v, err := h(ctx, req.Data(), nats.Header(req.Headers()))
 				if err != nil {
 					_ = RespondError(req, err)
@@ -81,7 +106,13 @@ func (c *Conn) Serve(cfg ServiceConfig) (*Service, error) {
 // Stop unregisters the service, cancels the handlers' context and waits
 // for the handlers still running.
 func (s *Service) Stop() error {
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
 	err := s.svc.Stop()
+	// micro drains its subscriptions asynchronously: make sure the server
+	// has the unsubscribes before waiting for the handlers.
+	_ = s.conn.Flush()
 	s.cancel()
 	s.wg.Wait()
 	return err

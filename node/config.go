@@ -41,6 +41,8 @@ type Config struct {
 	MaxStateSize      int64         // 10 MiB: warn above
 	BufferExpiration  time.Duration // 300 s: older requests are answered EXPIRED
 	ReplyKeep         time.Duration // 15 min: kept replies stay readable at least this long
+	CleanupInterval   time.Duration // 60 s between session cleanups (the seed's cleanup_interval)
+	SessionIdle       time.Duration // 300 s: a session idle this long with nothing buffered expires
 	CrashBackoffStart time.Duration // 200 ms
 	CrashBackoffMax   time.Duration // 30 s
 	HealthyReset      time.Duration // 60 s healthy resets the crash backoff
@@ -63,6 +65,7 @@ func DefaultConfig(nodeID string) Config {
 		WatchdogTimeout: 1500 * time.Millisecond, StartTimeout: 30 * time.Second,
 		SuspendTimeout: 5 * time.Second, SnapshotInterval: 5 * time.Minute, KeepSnapshots: 10,
 		MaxStateSize: 10 << 20, BufferExpiration: 300 * time.Second, ReplyKeep: 15 * time.Minute,
+		CleanupInterval: 60 * time.Second, SessionIdle: 300 * time.Second,
 		CrashBackoffStart: 200 * time.Millisecond, CrashBackoffMax: 30 * time.Second,
 		HealthyReset: 60 * time.Second, LeaseTTL: 10 * time.Second,
 		LogDir: filepath.Join(os.TempDir(), "restartcoord", "logs"),
@@ -84,6 +87,7 @@ func (c *Config) Validate() error {
 	pos := map[string]time.Duration{"heartbeat interval": c.HeartbeatInterval, "watchdog interval": c.WatchdogInterval,
 		"watchdog timeout": c.WatchdogTimeout, "start timeout": c.StartTimeout, "suspend timeout": c.SuspendTimeout,
 		"snapshot interval": c.SnapshotInterval, "buffer expiration": c.BufferExpiration, "reply keep": c.ReplyKeep,
+		"cleanup interval": c.CleanupInterval, "session idle": c.SessionIdle,
 		"crash backoff start": c.CrashBackoffStart, "crash backoff max": c.CrashBackoffMax,
 		"healthy reset": c.HealthyReset, "lease ttl": c.LeaseTTL}
 	for name, d := range pos {

@@ -31,6 +31,7 @@ func (s *Supervisor) serviceConfig() bus.ServiceConfig {
 			ep(schema.OpStateBackups, s.handleBackups),
 			ep(schema.OpStateRestore, s.handleRestore),
 			ep(schema.OpReply, s.handleReply),
+			ep(schema.OpClients, s.handleClients),
 		},
 	}
 }

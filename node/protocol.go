@@ -45,6 +45,8 @@ type workerEnv struct {
 	MaxStateSize     int64           `json:"max_state_size"`
 	BufferExpiration time.Duration   `json:"buffer_expiration"`
 	ReplyKeep        time.Duration   `json:"reply_keep"`
+	CleanupInterval  time.Duration   `json:"cleanup_interval"`
+	SessionIdle      time.Duration   `json:"session_idle"`
 	Version          string          `json:"version"`
 }
 

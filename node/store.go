@@ -104,6 +104,9 @@ func (s *store) apply(seq uint64, e *schema.JournalEntry) {
 		x := *e.Session
 		s.sessions[x.SessionID] = &x
 	}
+	if e.ExpiredSession != "" {
+		delete(s.sessions, e.ExpiredSession)
+	}
 	if e.RequestID != "" && e.Reply != nil {
 		kr := keptReply{KeptReply: schema.KeptReply{RequestID: e.RequestID, ClientID: e.ClientID, Reply: e.Reply, At: e.At}}
 		if e.Task != nil {

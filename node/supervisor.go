@@ -103,6 +103,7 @@ func (s *Supervisor) Run(ctx context.Context, ready chan<- struct{}) error {
 	s.goLoop(s.heartbeats)
 	s.goLoop(s.refreshLease)
 	s.goLoop(s.watchdog)
+	s.goLoop(s.watchBuffers)
 	if first == nil {
 		go s.recover("worker did not become ready at start", 0)
 	}
@@ -262,7 +263,8 @@ func (s *Supervisor) workerEnv(reason schema.Reason, restartID, restore string) 
 		Config: s.nodeConfig, Reason: reason, RestartID: restartID, RestoreSnapshot: restore,
 		SuspendTimeout: s.cfg.SuspendTimeout, SnapshotInterval: s.cfg.SnapshotInterval,
 		KeepSnapshots: s.cfg.KeepSnapshots, MaxStateSize: s.cfg.MaxStateSize,
-		BufferExpiration: s.cfg.BufferExpiration, ReplyKeep: s.cfg.ReplyKeep, Version: s.cfg.Version}
+		BufferExpiration: s.cfg.BufferExpiration, ReplyKeep: s.cfg.ReplyKeep, Version: s.cfg.Version,
+		CleanupInterval: s.cfg.CleanupInterval, SessionIdle: s.cfg.SessionIdle}
 }
 
 // startFirst starts the node's first worker and waits for it.

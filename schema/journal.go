@@ -20,15 +20,40 @@ type JournalEntry struct {
 	Task      *Task           `json:"task,omitempty"`
 	Session   *Session        `json:"session,omitempty"`
 	Reply     json.RawMessage `json:"reply,omitempty"`
+	// ExpiredSession names a session the cleanup removed.
+	ExpiredSession string `json:"expired_session,omitempty"`
 }
 
 // Journal ops besides the task ops: effects the node makes on its own.
 const (
-	JournalJobStep    = "job.step"
-	JournalJobSuspend = "job.suspend"
-	JournalJobResume  = "job.resume"
-	JournalSession    = "session"
+	JournalJobStep       = "job.step"
+	JournalJobSuspend    = "job.suspend"
+	JournalJobResume     = "job.resume"
+	JournalSession       = "session"
+	JournalSessionExpire = "session.expire"
 )
+
+// ClientsRequest is the body of orch.v1.node.<id>.clients.
+type ClientsRequest struct{}
+
+// Validate implements Validator.
+func (*ClientsRequest) Validate() error { return nil }
+
+// ClientInfo is one session as orch.v1.node.<id>.clients lists it.
+type ClientInfo struct {
+	Session
+	Buffered int `json:"buffered"`
+}
+
+// ClientList is the reply of orch.v1.node.<id>.clients.
+type ClientList struct {
+	Type          string       `json:"type"`
+	NodeID        string       `json:"node_id"`
+	BufferLimit   int          `json:"buffer_limit"`
+	TotalBuffered int          `json:"total_buffered"`
+	Clients       []ClientInfo `json:"clients"`
+	MeasuredAt    *time.Time   `json:"measured_at,omitempty"`
+}
 
 // BackupRequest is the body of orch.v1.node.<id>.state.backup.
 type BackupRequest struct{}

@@ -47,12 +47,13 @@ const (
 	OpStateBackups  = "state.backups"
 	OpStateRestore  = "state.restore"
 	OpReply         = "reply" // fetch a kept reply by request id
+	OpClients       = "clients"
 )
 
 // NodeOps lists every node control operation, in the order the micro service
 // registers them.
 var NodeOps = []string{OpRestart, OpHealth, OpPrepare, OpRestartStatus, OpReconnectTest,
-	OpStateBackup, OpStateBackups, OpStateRestore, OpReply}
+	OpStateBackup, OpStateBackups, OpStateRestore, OpReply, OpClients}
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 

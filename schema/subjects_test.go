@@ -94,7 +94,7 @@ func TestRequestStreamDoesNotCaptureControl(t *testing.T) {
 }
 
 func TestNodeOpsOrder(t *testing.T) {
-	want := "restart health shutdown.prepare restart.status reconnect.test state.backup state.backups state.restore reply"
+	want := "restart health shutdown.prepare restart.status reconnect.test state.backup state.backups state.restore reply clients"
 	if got := strings.Join(schema.NodeOps, " "); got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}

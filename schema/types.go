@@ -22,4 +22,5 @@ const (
 	TypeStateRestore      = typePrefix + "state_restore"
 	TypeNodeInfo          = typePrefix + "node_info"
 	TypePong              = typePrefix + "pong"
+	TypeClientList        = typePrefix + "client_list"
 )
