@@ -145,6 +145,13 @@ func TestAcceptanceWithNatsCLI(t *testing.T) {
 		t.Fatalf("restartcoord task create: %v", err)
 	}
 	task := decode[schema.Task](t, out)
+	out, err = exec.Command(bin, "clients", "node-1", "--json", "-s", dev.url).Output()
+	if err != nil {
+		t.Fatalf("restartcoord clients: %v", err)
+	}
+	if cl := decode[schema.ClientList](t, out); len(cl.Clients) != 1 || cl.Clients[0].Requests != 1 || cl.BufferLimit != 100 {
+		t.Fatalf("clients: %s", out)
+	}
 
 	g := decode[schema.RestartResult](t, natsReq(t, cli, dev.url, subj(schema.OpRestart), `{"reason":"manual_request"}`))
 	if !g.Success || !g.Graceful || g.NewPID == g.OldPID || g.State.TasksRestored != 1 || !g.State.SnapshotWritten {

@@ -28,6 +28,7 @@ func operatorVerbs() []verb {
 		{"state", "back up, list or restore a node's state (backup, backups, restore)", runState},
 		{"config", "set or get a node's configuration in " + schema.BucketConfig + " (set, get)", runConfig},
 		{"task", "use a node's task API (create, get, list, update, complete, fail)", runTask},
+		{"clients", "list a node's client sessions with buffer depth and last activity", runClients},
 	}
 }
 
