@@ -259,3 +259,30 @@ func mustCode(t *testing.T, err error, code schema.Code) *schema.Error {
 func pidAlive(pid int) bool { return syscallKill(pid, 0) == nil }
 
 var _ = fmt.Sprintf
+
+// startNodeNoWait runs a supervisor until the test ends without waiting for
+// its worker (which may never become ready); it returns once the node's
+// endpoints answer.
+func startNodeNoWait(t *testing.T, e *env, cfg node.Config) *node.Supervisor {
+	t.Helper()
+	sup, err := node.NewSupervisor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx, nil) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			t.Errorf("node %s did not stop", cfg.NodeID)
+		}
+	})
+	waitFor(t, 30*time.Second, "the node's endpoints", func() bool {
+		var h schema.Health
+		return e.req(cfg.NodeID, schema.OpHealth, nil, &h) == nil
+	})
+	return sup
+}

@@ -214,6 +214,7 @@ func (w *worker) start(ctx context.Context) error {
 		Event: schema.NoticeRestartComplete, NodeID: w.env.NodeID, RestartID: w.env.RestartID,
 		Reason: w.env.Reason, Timestamp: now})
 	go w.periodicSnapshots(ctx)
+	go w.cleanupSessions(ctx)
 	return w.ipc.Event(evReady, info)
 }
 
