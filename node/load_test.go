@@ -1,0 +1,258 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/restartcoord/restartcoord/bus"
+	"github.com/restartcoord/restartcoord/client"
+	"github.com/restartcoord/restartcoord/schema"
+)
+
+// journalTap records, live, every journal entry of a node: which request
+// ids were journaled, how often, and in what order.
+type journalTap struct {
+	mu    sync.Mutex
+	order []string // request ids in journal order
+	count map[string]int
+	stop  func()
+}
+
+func tapJournal(t *testing.T, e *env, nodeID string) *journalTap {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := e.bs.JetStream().OrderedConsumer(ctx, schema.StreamJournal, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{schema.JournalSubject(nodeID)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tap := &journalTap{count: map[string]int{}}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		var je schema.JournalEntry
+		if json.Unmarshal(m.Data(), &je) != nil || je.RequestID == "" {
+			return
+		}
+		tap.mu.Lock()
+		tap.order = append(tap.order, je.RequestID)
+		tap.count[je.RequestID]++
+		tap.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tap.stop = cc.Stop
+	return tap
+}
+
+// loadRun is the ground truth of a load test: what each client was told.
+type loadRun struct {
+	ledger *ledger
+	mu     sync.Mutex
+	calls  map[string][]string // client -> request ids in the order the calls were made
+	errs   []error
+}
+
+// runLoad makes `per` calls from each of `clients` clients (creates, and
+// updates of the client's own counter task), each call waiting for its
+// answer, recording every request id and every acknowledged task.
+func runLoad(t *testing.T, e *env, nodeID string, clients, per int) *loadRun {
+	t.Helper()
+	run := &loadRun{ledger: newLedger(), calls: map[string][]string{}}
+	var wg sync.WaitGroup
+	for i := range clients {
+		id := fmt.Sprintf("load-%02d", i)
+		c := e.client(id, nodeID)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var counter *schema.Task
+			for j := range per {
+				reqID := uuid.NewString()
+				var op string
+				var args any
+				if counter == nil || j%2 == 1 {
+					op, args = schema.OpTaskCreate, schema.TaskCreateArgs{Title: fmt.Sprintf("%s-%d", id, j)}
+				} else {
+					op, args = schema.OpTaskUpdate, schema.TaskUpdateArgs{TaskID: counter.TaskID, Checkpoint: json.RawMessage(fmt.Sprintf(`{"n":%d}`, j))}
+				}
+				run.mu.Lock()
+				run.calls[id] = append(run.calls[id], reqID)
+				run.mu.Unlock()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				raw, err := c.DoID(ctx, reqID, op, args)
+				cancel()
+				if err != nil {
+					run.mu.Lock()
+					run.errs = append(run.errs, fmt.Errorf("%s call %d (%s): %w", id, j, op, err))
+					run.mu.Unlock()
+					return
+				}
+				var task schema.Task
+				if err := json.Unmarshal(raw, &task); err != nil {
+					run.mu.Lock()
+					run.errs = append(run.errs, err)
+					run.mu.Unlock()
+					return
+				}
+				run.ledger.ack(&task)
+				if counter == nil {
+					counter = &task
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return run
+}
+
+// check compares the run with what JetStream holds: every acknowledged task
+// by content, every call journaled exactly once, each client's calls in the
+// journal in the order it made them.
+func (run *loadRun) check(t *testing.T, tap *journalTap, reader *client.Client) {
+	t.Helper()
+	for _, err := range run.errs {
+		t.Error(err)
+	}
+	if len(run.errs) > 0 {
+		t.FailNow()
+	}
+	run.ledger.check(t, reader)
+	waitFor(t, 10*time.Second, "the journal tap to catch up", func() bool {
+		tap.mu.Lock()
+		defer tap.mu.Unlock()
+		for _, ids := range run.calls {
+			if tap.count[ids[len(ids)-1]] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	tap.stop()
+	tap.mu.Lock()
+	defer tap.mu.Unlock()
+	pos := make(map[string]int, len(tap.order))
+	for i, id := range tap.order {
+		if _, seen := pos[id]; !seen {
+			pos[id] = i
+		}
+	}
+	total := 0
+	for client, ids := range run.calls {
+		last := -1
+		for j, id := range ids {
+			total++
+			switch n := tap.count[id]; {
+			case n == 0:
+				t.Fatalf("%s call %d (%s) acknowledged but never journaled", client, j, id)
+			case n > 1:
+				t.Fatalf("%s call %d (%s) journaled %d times", client, j, id, n)
+			}
+			if pos[id] < last {
+				t.Fatalf("%s call %d applied before its call %d", client, j, j-1)
+			}
+			last = pos[id]
+		}
+	}
+	t.Logf("%d calls: every one answered, journaled exactly once, in order per client; %d tasks compared by content", total, len(run.ledger.tasks))
+}
+
+func TestLoadWithRestartsLosesNothing(t *testing.T) {
+	clients, per, restarts := 20, 500, 10
+	if testing.Short() {
+		clients, per, restarts = 5, 100, 4
+	}
+	e := newEnv(t)
+	e.startNode(e.fastConfig("n1"))
+	tap := tapJournal(t, e, "n1")
+	done := make(chan *loadRun, 1)
+	go func() { done <- runLoad(t, e, "n1", clients, per) }()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	var kinds []string
+	var run *loadRun
+	for i := 0; i < restarts; i++ {
+		select {
+		case run = <-done:
+			t.Fatalf("the load finished after only %d of %d restarts: raise the load", i, restarts)
+		case <-time.After(time.Duration(100+rng.IntN(400)) * time.Millisecond):
+		}
+		body := map[string]any{"reason": "rolling_restart"}
+		kind := "graceful"
+		if rng.IntN(2) == 0 {
+			body, kind = map[string]any{"graceful": false, "reason": "error_recovery"}, "emergency"
+		}
+		r := e.restart("n1", body)
+		if !r.Success {
+			t.Fatalf("restart %d (%s): %+v", i, kind, r)
+		}
+		kinds = append(kinds, fmt.Sprintf("%s %.0fms", kind, r.Duration*1000))
+	}
+	run = <-done
+	t.Logf("restarts during the load: %v", kinds)
+	run.check(t, tap, e.client("reader", "n1"))
+}
+
+var _ = nats.MsgIdHdr
+
+// newClusterEnv is a 3-server NATS cluster with the store replicated (R3).
+func newClusterEnv(t *testing.T) (*env, *bus.Cluster) {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := bus.StartCluster(ctx, 3, filepath.Join(dir, "cluster"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := bus.Connect(ctx, bus.ConnOptions{URL: c.URLs(), Name: "test"})
+	if err != nil {
+		c.Stop()
+		t.Fatal(err)
+	}
+	bs, err := bus.NewStore(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bus.DefaultStoreConfig()
+	sc.Replicas = 3
+	if err := bus.Init(ctx, bs.JetStream(), sc); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, url: c.URLs(), conn: conn, bs: bs, dir: dir}
+	t.Cleanup(func() {
+		conn.Close()
+		c.Stop()
+	})
+	return e, c
+}
+
+func TestLoadWithNATSServerRestartLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-server NATS cluster")
+	}
+	e, cluster := newClusterEnv(t)
+	cfg := e.fastConfig("n1")
+	e.startNode(cfg)
+	tap := tapJournal(t, e, "n1")
+	done := make(chan *loadRun, 1)
+	go func() { done <- runLoad(t, e, "n1", 20, 100) }()
+	time.Sleep(500 * time.Millisecond)
+	victim := 1
+	cluster.StopServer(victim)
+	t.Logf("server %d stopped", victim+1)
+	time.Sleep(2 * time.Second)
+	if err := cluster.Start(victim); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("server %d started again", victim+1)
+	run := <-done
+	run.check(t, tap, e.client("reader", "n1"))
+}
