@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -359,7 +360,7 @@ func (s *Supervisor) handleReconnectTest(ctx context.Context, data []byte, _ nat
 			secs += x.ReconnectSeconds
 		}
 		if r.SuccessfulReconnections > 0 {
-			r.AverageReconnectionTime = schema.Secs(schema.Seconds(secs / float64(r.SuccessfulReconnections)))
+			r.AverageReconnectionTime = math.Round(secs/float64(r.SuccessfulReconnections)*1e6) / 1e6
 		}
 		total := r.SuccessfulReconnections + r.FailedReconnections
 		r.Status = ratioStatus(r.SuccessfulReconnections, total, 0.99, 0.95)

@@ -219,7 +219,7 @@ func (w *worker) sessionAfter(r *bus.Request, now time.Time) *schema.Session {
 			from = r.Published
 		}
 		x.Reconnects++
-		x.ReconnectSeconds += now.Sub(from).Seconds()
+		x.ReconnectSeconds += max(time.Since(from), 0).Seconds()
 	}
 	w.mu.Unlock()
 	return &x

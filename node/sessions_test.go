@@ -94,3 +94,34 @@ func TestBufferCapacityAlert(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 }
+
+// After a restart, each session's first answered request counts as a
+// reconnection, with the time from the node being back to that answer.
+func TestReconnectionStatsCountSessionsAnsweredAfterARestart(t *testing.T) {
+	e := newEnv(t)
+	e.startNode(e.fastConfig("n1"))
+	a, b := e.client("a", "n1"), e.client("b", "n1")
+	ctx := context.Background()
+	for _, c := range []interface {
+		ListTasks(context.Context, schema.TaskListArgs) (*schema.TaskList, error)
+	}{a, b} {
+		if _, err := c.ListTasks(ctx, schema.TaskListArgs{Limit: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.restart("n1", map[string]any{})
+	if _, err := a.CreateTask(ctx, schema.TaskCreateArgs{Title: "after the restart"}); err != nil {
+		t.Fatal(err)
+	}
+	var rt schema.ReconnectTest
+	if err := e.req("n1", schema.OpReconnectTest, nil, &rt); err != nil {
+		t.Fatal(err)
+	}
+	rs := rt.Results.ReconnectionStats
+	if rs.SuccessfulReconnections != 1 || rs.FailedReconnections != 0 || rs.AverageReconnectionTime < 0 || rs.AverageReconnectionTime > 5 {
+		t.Fatalf("after one of two sessions came back: %+v", rs)
+	}
+	if rt.Results.AllSessions.TotalSessions != 2 || rt.Results.AllSessions.ReachableSessions != 2 || rt.OverallStatus != schema.StatusPass {
+		t.Fatalf("sessions %+v overall %s", rt.Results.AllSessions, rt.OverallStatus)
+	}
+}
