@@ -95,6 +95,8 @@ func (c StoreConfig) buckets() []jetstream.KeyValueConfig {
 			Storage: jetstream.FileStorage, Replicas: c.Replicas, LimitMarkerTTL: time.Minute},
 		{Bucket: schema.BucketConfig, Description: "node configuration with config_version", History: 10,
 			Storage: jetstream.FileStorage, Replicas: c.Replicas},
+		{Bucket: schema.BucketCoord, Description: "coordinator state: rolls, escalation, breaker", History: 1,
+			Storage: jetstream.FileStorage, Replicas: c.Replicas},
 	}
 }
 

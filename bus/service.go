@@ -14,6 +14,15 @@ import (
 // (a *schema.Error keeps its code; anything else is INTERNAL).
 type Handler func(ctx context.Context, data []byte, hdr nats.Header) (any, error)
 
+type subjectKey struct{}
+
+// Subject is the subject a handler's request arrived on (for endpoints
+// with wildcards).
+func Subject(ctx context.Context) string {
+	s, _ := ctx.Value(subjectKey{}).(string)
+	return s
+}
+
 // Endpoint is one subject of a service.
 type Endpoint struct {
 	Name    string
@@ -28,6 +37,10 @@ type ServiceConfig struct {
 	Description string
 	Metadata    map[string]string
 	Endpoints   []Endpoint
+	// Shared: the instances of this service share each subject and one of
+	// them takes each request (a queue group). Otherwise every instance
+	// gets every request (node endpoints are each on their own subject).
+	Shared bool
 }
 
 // Service is a registered micro service.
@@ -80,14 +93,14 @@ func (c *Conn) Serve(cfg ServiceConfig) (*Service, error) {
 						_ = RespondError(req, schema.Errorf(schema.CodeInternal, "handler panic: %v", p))
 					}
 				}()
-				v, err := h(ctx, req.Data(), nats.Header(req.Headers()))
+				v, err := h(context.WithValue(ctx, subjectKey{}, req.Subject()), req.Data(), nats.Header(req.Headers()))
 				if err != nil {
 					_ = RespondError(req, err)
 					return
 				}
 				_ = Respond(req, v)
 			}()
-		}), micro.WithEndpointSubject(ep.Subject), micro.WithEndpointQueueGroupDisabled())
+		}), endpointOpts(cfg, ep)...)
 		if err != nil {
 			_ = svc.Stop()
 			cancel()
@@ -101,6 +114,14 @@ func (c *Conn) Serve(cfg ServiceConfig) (*Service, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+func endpointOpts(cfg ServiceConfig, ep Endpoint) []micro.EndpointOpt {
+	opts := []micro.EndpointOpt{micro.WithEndpointSubject(ep.Subject)}
+	if cfg.Shared {
+		return append(opts, micro.WithEndpointQueueGroup("orch-"+cfg.Name))
+	}
+	return append(opts, micro.WithEndpointQueueGroupDisabled())
 }
 
 // Stop unregisters the service, cancels the handlers' context and waits

@@ -21,6 +21,7 @@ const (
 	BucketNodes  = "ORCH_NODES"  // node registry: auto-join, one key per node id
 	BucketLeases = "ORCH_LEASES" // per-key TTL leases: node ownership, coordinator leader
 	BucketConfig = "ORCH_CONFIG" // node configuration, one key per node id (or group)
+	BucketCoord  = "ORCH_COORD"  // coordinator state: rolls, escalation per node, the breaker
 
 	// Object stores.
 	ObjectSnapshots = "ORCH_SNAPSHOTS"
@@ -131,6 +132,36 @@ const (
 	AlertsSubjects   = Prefix + ".alert.>"
 	AuditSubjects    = Prefix + ".audit.>"
 )
+
+// Cluster operations: orch.v1.cluster.<op>.
+const (
+	OpClusterHealth  = "health"
+	OpClusterNodes   = "nodes"
+	OpRollPlan       = "roll.plan"
+	OpRollStart      = "roll.start"
+	OpRollStatus     = "roll.status"
+	OpRollPause      = "roll.pause"
+	OpRollResume     = "roll.resume"
+	OpRollAbort      = "roll.abort"
+	OpClusterHistory = "history"
+	OpClusterReport  = "report"
+	OpBreakerReset   = "breaker.reset"
+)
+
+// ClusterSubject is the subject of a cluster operation.
+func ClusterSubject(op string) string { return Prefix + ".cluster." + op }
+
+// ClusterNodeSubject is a cluster operation on one node (release,
+// quarantine, forget).
+func ClusterNodeSubject(nodeID, op string) string {
+	return fmt.Sprintf("%s.cluster.node.%s.%s", Prefix, nodeID, op)
+}
+
+// CoordinatorSubject reaches one coordinator instance (followers forward
+// actions to the leader there).
+func CoordinatorSubject(coordID, op string) string {
+	return fmt.Sprintf("%s.coord.%s.%s", Prefix, coordID, op)
+}
 
 // LeaseKeyNode is the ORCH_LEASES key that a node's supervisor holds.
 func LeaseKeyNode(nodeID string) string { return "node." + nodeID }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/restartcoord/restartcoord/coordinator"
 	"github.com/restartcoord/restartcoord/node"
 )
 
@@ -51,7 +52,7 @@ func runDev(ctx context.Context, args []string) error {
 
 	runCtx, stopNodes := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	errc := make(chan error, *nodes)
+	errc := make(chan error, *nodes+1)
 	readies := make([]chan struct{}, *nodes)
 	for i := range *nodes {
 		cfg := node.DefaultConfig(fmt.Sprintf("node-%d", i+1))
@@ -74,6 +75,20 @@ func runDev(ctx context.Context, args []string) error {
 			}
 		}(cfg.NodeID, readies[i])
 	}
+	ccfg := coordinator.DefaultConfig()
+	ccfg.ID, ccfg.NATS.URL, ccfg.Version, ccfg.Logger = "coord-dev", url, version, lg
+	co, err := coordinator.New(ccfg)
+	if err != nil {
+		stopNodes()
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := co.Run(runCtx, nil); err != nil && !errors.Is(err, context.Canceled) {
+			errc <- fmt.Errorf("coordinator: %w", err)
+		}
+	}()
 	started := time.Now()
 	for i, r := range readies {
 		select {
@@ -89,13 +104,15 @@ func runDev(ctx context.Context, args []string) error {
 		}
 		_ = i
 	}
-	fmt.Printf(`restartcoord dev: NATS with JetStream at %s, %d nodes ready in %.1fs (data in %s)
+	fmt.Printf(`restartcoord dev: NATS with JetStream at %s, %d nodes and a coordinator ready in %.1fs (data in %s)
 
   export NATS_URL=%s
   nats req orch.v1.node.node-1.health '{}'
   nats req orch.v1.node.node-1.restart '{"reason":"manual_request"}'
   nats req orch.v1.node.node-1.restart.status '{"include_history":true}'
   nats micro ls
+  nats req orch.v1.cluster.nodes '{}'
+  restartcoord roll --group default --max-unavailable 1
   restartcoord health node-1      (or restart, status, prepare, reconnect-test, state backups)
 
 worker logs: %s

@@ -44,6 +44,7 @@ func verbs() []verb {
 		{"dev", "run embedded NATS and N nodes on this machine", runDev},
 		{"demo", "run the scripted restart scenario and print its table", runDemo},
 		{"node", "run one node (supervisor + worker) against a NATS server", runNode},
+		{"coordinator", "run a coordinator (rolls, escalation); run two or three, one leads", runCoordinator},
 		{"init", "create the streams, buckets and object store in NATS", runInit},
 	}
 	return append(v, operatorVerbs()...)

@@ -1,0 +1,329 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/restartcoord/restartcoord/bus"
+	"github.com/restartcoord/restartcoord/schema"
+)
+
+// action is a handler that only the leader may run.
+type action func(ctx context.Context, data []byte, subject string, term uint64) (any, error)
+
+func (c *Coordinator) actions() map[string]action {
+	return map[string]action{
+		schema.OpRollStart:    c.doRollStart,
+		schema.OpRollPause:    c.doRollState(schema.RollPaused),
+		schema.OpRollResume:   c.doRollState(schema.RollRunning),
+		schema.OpRollAbort:    c.doRollState(schema.RollAborted),
+		schema.OpBreakerReset: c.doBreakerReset,
+		"node.release":        c.doNodeOp("release"),
+		"node.quarantine":     c.doNodeOp("quarantine"),
+		"node.forget":         c.doNodeOp("forget"),
+	}
+}
+
+func (c *Coordinator) serviceConfig() bus.ServiceConfig {
+	ep := func(name, subj string, h bus.Handler) bus.Endpoint {
+		return bus.Endpoint{Name: name, Subject: subj, Handler: h}
+	}
+	acts := c.actions()
+	leaderOnly := func(op string) bus.Handler {
+		return func(ctx context.Context, data []byte, _ nats.Header) (any, error) {
+			return c.toLeader(ctx, op, data, bus.Subject(ctx))
+		}
+	}
+	_ = acts
+	return bus.ServiceConfig{
+		Name: schema.ServiceCoordinator, Version: semver(c.cfg.Version), Description: "restartcoord coordinator " + c.cfg.ID,
+		Metadata: map[string]string{"coordinator_id": c.cfg.ID}, Shared: true,
+		// One coordinator takes each request (micro's queue group); a
+		// follower forwards actions to the leader.
+		Endpoints: []bus.Endpoint{
+			ep("health", schema.ClusterSubject(schema.OpClusterHealth), c.handleHealth),
+			ep("nodes", schema.ClusterSubject(schema.OpClusterNodes), c.handleNodes),
+			ep("roll_plan", schema.ClusterSubject(schema.OpRollPlan), c.handleRollPlan),
+			ep("roll_status", schema.ClusterSubject(schema.OpRollStatus), c.handleRollStatus),
+			ep("history", schema.ClusterSubject(schema.OpClusterHistory), c.handleHistory),
+			ep("report", schema.ClusterSubject(schema.OpClusterReport), c.handleReport),
+			ep("roll_start", schema.ClusterSubject(schema.OpRollStart), leaderOnly(schema.OpRollStart)),
+			ep("roll_pause", schema.ClusterSubject(schema.OpRollPause), leaderOnly(schema.OpRollPause)),
+			ep("roll_resume", schema.ClusterSubject(schema.OpRollResume), leaderOnly(schema.OpRollResume)),
+			ep("roll_abort", schema.ClusterSubject(schema.OpRollAbort), leaderOnly(schema.OpRollAbort)),
+			ep("breaker_reset", schema.ClusterSubject(schema.OpBreakerReset), leaderOnly(schema.OpBreakerReset)),
+			ep("node_release", schema.ClusterNodeSubject("*", "release"), leaderOnly("node.release")),
+			ep("node_quarantine", schema.ClusterNodeSubject("*", "quarantine"), leaderOnly("node.quarantine")),
+			ep("node_forget", schema.ClusterNodeSubject("*", "forget"), leaderOnly("node.forget")),
+		},
+	}
+}
+
+// servePrivate answers actions forwarded to this coordinator by name.
+func (c *Coordinator) servePrivate() (*bus.Service, error) {
+	var eps []bus.Endpoint
+	for op := range c.actions() {
+		eps = append(eps, bus.Endpoint{Name: "fwd_" + strings.ReplaceAll(op, ".", "_"), Subject: schema.CoordinatorSubject(c.cfg.ID, op),
+			Handler: func(ctx context.Context, data []byte, hdr nats.Header) (any, error) {
+				ok, term := c.elect.isLeader()
+				if !ok {
+					return nil, c.notLeader(ctx)
+				}
+				return c.actions()[op](ctx, data, hdr.Get("Orch-Original-Subject"), term)
+			}})
+	}
+	return c.conn.Serve(bus.ServiceConfig{Name: "orch-coordinator-direct", Version: semver(c.cfg.Version),
+		Description: "actions forwarded to coordinator " + c.cfg.ID, Endpoints: eps})
+}
+
+// toLeader runs an action here if this coordinator leads, else forwards it.
+func (c *Coordinator) toLeader(ctx context.Context, op string, data []byte, subject string) (any, error) {
+	if ok, term := c.elect.isLeader(); ok {
+		return c.actions()[op](ctx, data, subject, term)
+	}
+	leader := c.elect.leader(ctx)
+	if leader == "" || leader == c.cfg.ID {
+		return nil, c.notLeader(ctx)
+	}
+	hdr := nats.Header{}
+	hdr.Set("Orch-Original-Subject", subject)
+	out, err := c.conn.Request(ctx, schema.CoordinatorSubject(leader, op), data, hdr)
+	if err != nil {
+		var se *schema.Error
+		if errors.As(err, &se) {
+			return nil, se
+		}
+		return nil, schema.Errorf(schema.CodeNotLeader, "leader %s did not answer: %v", leader, err).WithDetail("leader", leader)
+	}
+	return json.RawMessage(out), nil
+}
+
+func (c *Coordinator) notLeader(ctx context.Context) error {
+	leader := c.elect.leader(ctx)
+	return schema.Errorf(schema.CodeNotLeader, "coordinator %s is not the leader (leader: %q)", c.cfg.ID, leader).WithDetail("leader", leader)
+}
+
+func semver(v string) string {
+	if v == "" || strings.Count(v, ".") < 2 || !strings.ContainsAny(v[:1], "0123456789") {
+		return "0.1.0"
+	}
+	return v
+}
+
+// --- reads -------------------------------------------------------------------
+
+func (c *Coordinator) clusterNodes(ctx context.Context, group string) []schema.ClusterNode {
+	now := time.Now()
+	var out []schema.ClusterNode
+	for _, v := range c.mem.snapshot() {
+		if group != "" && v.Info.Group != group {
+			continue
+		}
+		m := v.member(c.answerWindow(), now)
+		n := schema.ClusterNode{NodeID: v.Info.NodeID, Group: v.Info.Group, Priority: v.Info.Priority,
+			Phase: v.Heartbeat.Phase, Healthy: m.Healthy, Answering: m.Answering, Failed: v.Failed, Version: v.Info.Version,
+			WorkerPID: v.Heartbeat.WorkerPID}
+		if !v.LastHeartbeat.IsZero() {
+			t := v.LastHeartbeat.UTC()
+			n.LastHeartbeat = &t
+		}
+		if ns, _, err := c.state.getNode(ctx, n.NodeID); err == nil {
+			n.EscalationLevel, n.Degraded, n.Quarantined, n.Failures = ns.Level, ns.Degraded, ns.Quarantined, ns.Failures
+		}
+		out = append(out, n)
+	}
+	if out == nil {
+		out = []schema.ClusterNode{}
+	}
+	return out
+}
+
+func (c *Coordinator) handleNodes(ctx context.Context, data []byte, _ nats.Header) (any, error) {
+	var req schema.NodesRequest
+	if err := schema.Decode(data, &req); err != nil {
+		return nil, err
+	}
+	return &schema.NodeList{Type: schema.TypeNodeList, Nodes: c.clusterNodes(ctx, req.Group)}, nil
+}
+
+func (c *Coordinator) handleHealth(ctx context.Context, data []byte, _ nats.Header) (any, error) {
+	var req schema.EmptyRequest
+	if err := schema.Decode(data, &req); err != nil {
+		return nil, err
+	}
+	nodes := c.clusterNodes(ctx, "")
+	h := &schema.ClusterHealth{Type: schema.TypeClusterHealth, Timestamp: time.Now().UTC(), Leader: c.elect.leader(ctx),
+		NodesTotal: len(nodes), NodesByPhase: map[string]int{}, UptimeSeconds: schema.Secs(time.Since(c.started))}
+	if ok, term := c.elect.isLeader(); ok {
+		h.Term = term
+	}
+	for _, n := range nodes {
+		if n.Healthy {
+			h.NodesHealthy++
+		}
+		phase := string(n.Phase)
+		if !n.Answering {
+			phase = "unreachable"
+		}
+		h.NodesByPhase[phase]++
+	}
+	if rolls, err := c.state.rolls(ctx); err == nil {
+		for _, r := range rolls {
+			if r.State == schema.RollRunning || r.State == schema.RollPaused {
+				h.ActiveRolls++
+			}
+		}
+	}
+	if b, err := c.state.breaker(ctx); err == nil {
+		h.CircuitBreaker = b
+	}
+	hist, _ := c.history(ctx, historyFilter{since: time.Now().Add(-24 * time.Hour)})
+	h.RestartCount24h = len(hist)
+	if len(hist) > 0 {
+		t := hist[len(hist)-1].CompletedAt
+		h.LastRestart = &t
+	}
+	h.Healthy = h.NodesTotal > 0 && h.NodesHealthy == h.NodesTotal && !h.CircuitBreaker.Open
+	return h, nil
+}
+
+func (c *Coordinator) handleRollPlan(ctx context.Context, data []byte, _ nats.Header) (any, error) {
+	req := schema.DefaultRollRequest()
+	if err := schema.Decode(data, &req); err != nil {
+		return nil, err
+	}
+	plan, blocked, err := c.planRoll(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if blocked == nil {
+		blocked = []string{}
+	}
+	return &schema.RollPlan{Type: schema.TypeRollPlan, Plan: schema.PlanWaves{Waves: plan.Waves}, BlockedBy: blocked, Skipped: plan.Skipped}, nil
+}
+
+func (c *Coordinator) handleRollStatus(ctx context.Context, data []byte, _ nats.Header) (any, error) {
+	var req schema.RollIDRequest
+	if err := schema.Decode(data, &req); err != nil {
+		return nil, err
+	}
+	r, err := c.state.getRoll(ctx, req.RollID)
+	if err != nil {
+		return nil, err
+	}
+	return r.status(), nil
+}
+
+// --- actions -------------------------------------------------------------------
+
+func (c *Coordinator) doRollStart(ctx context.Context, data []byte, _ string, term uint64) (any, error) {
+	req := schema.DefaultRollRequest()
+	if err := schema.Decode(data, &req); err != nil {
+		return nil, err
+	}
+	if open, reason := c.brk.Open(); open {
+		return nil, schema.Errorf(schema.CodeSystemNotReady, "circuit breaker open: %s", reason).WithDetail("blocking_issues", []string{reason})
+	}
+	r, err := c.startRoll(ctx, req, term)
+	if err != nil {
+		return nil, err
+	}
+	return r.status(), nil
+}
+
+func (c *Coordinator) doRollState(to string) action {
+	return func(ctx context.Context, data []byte, _ string, _ uint64) (any, error) {
+		var req schema.RollIDRequest
+		if err := schema.Decode(data, &req); err != nil {
+			return nil, err
+		}
+		c.rollMu.Lock()
+		defer c.rollMu.Unlock()
+		r, err := c.state.getRoll(ctx, req.RollID)
+		if err != nil {
+			return nil, err
+		}
+		switch r.State {
+		case schema.RollCompleted, schema.RollFailed, schema.RollAborted:
+			return nil, schema.Invalid("roll_id", "roll %s is %s", r.ID, r.State)
+		}
+		if to == schema.RollRunning {
+			// Resuming clears the failures that paused it: those nodes are the ladder's now.
+			for id := range r.Failed {
+				delete(r.Failed, id)
+				r.Done = append(r.Done, id)
+			}
+		}
+		r.State, r.Message = to, ""
+		if err := c.state.putRoll(ctx, r); err != nil {
+			return nil, err
+		}
+		kind := map[string]string{schema.RollPaused: "paused", schema.RollRunning: "resumed", schema.RollAborted: "aborted"}[to]
+		c.event(r.ID, kind, nil)
+		return r.status(), nil
+	}
+}
+
+func (c *Coordinator) doBreakerReset(ctx context.Context, data []byte, _ string, _ uint64) (any, error) {
+	var req schema.EmptyRequest
+	if err := schema.Decode(data, &req); err != nil {
+		return nil, err
+	}
+	if c.brk.Reset() {
+		c.alert(schema.SeverityInfo, "circuit_breaker_closed", "", "circuit breaker reset by an operator", nil)
+	}
+	b := schema.BreakerState{Type: schema.TypeBreaker}
+	return b, c.state.putBreaker(ctx, b)
+}
+
+func (c *Coordinator) doNodeOp(op string) action {
+	return func(ctx context.Context, data []byte, subject string, _ uint64) (any, error) {
+		var req schema.EmptyRequest
+		if err := schema.Decode(data, &req); err != nil {
+			return nil, err
+		}
+		parts := strings.Split(subject, ".")
+		if len(parts) < 5 || !schema.ValidToken(parts[len(parts)-2]) {
+			return nil, schema.Invalid("node_id", "no node id in subject %q", subject)
+		}
+		id := parts[len(parts)-2]
+		if _, known := c.mem.get(id); !known && op != "forget" {
+			return nil, schema.Errorf(schema.CodeNotFound, "no node %s", id)
+		}
+		ns, _, err := c.state.getNode(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		switch op {
+		case "release":
+			ns = NodeState{Reason: "released by an operator"}
+		case "quarantine":
+			ns.Quarantined, ns.Level, ns.Degraded, ns.Reason = true, LevelEngineering, true, "quarantined by an operator"
+		case "forget":
+			kv, err := c.bs.JetStream().KeyValue(ctx, schema.BucketNodes)
+			if err != nil {
+				return nil, err
+			}
+			_ = kv.Delete(ctx, id)
+			c.mem.forget(id)
+			if err := c.state.deleteNode(ctx, id); err != nil {
+				return nil, err
+			}
+			return &schema.ClusterNode{Type: schema.TypeClusterNode, NodeID: id}, nil
+		}
+		if err := c.state.putNode(ctx, id, ns); err != nil {
+			return nil, err
+		}
+		for _, n := range c.clusterNodes(ctx, "") {
+			if n.NodeID == id {
+				n.Type = schema.TypeClusterNode
+				return &n, nil
+			}
+		}
+		return nil, schema.Errorf(schema.CodeNotFound, "no node %s", id)
+	}
+}

@@ -1,0 +1,308 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/restartcoord/restartcoord/schema"
+)
+
+// rollCurrent is the set of nodes running rolls have taken out.
+func (c *Coordinator) rollCurrent() map[string]bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	out := map[string]bool{}
+	rolls, err := c.state.rolls(ctx)
+	if err != nil {
+		return out
+	}
+	for _, r := range rolls {
+		if r.State == schema.RollRunning || r.State == schema.RollPaused {
+			for id := range r.Current {
+				out[id] = true
+			}
+		}
+	}
+	return out
+}
+
+func policyOf(req schema.RollRequest) RollPolicy {
+	return RollPolicy{MaxUnavailable: req.MaxUnavailable, Canary: req.Canary,
+		MinHealthyTime: schema.Seconds(req.MinHealthyTime), HealthyDeadline: schema.Seconds(req.HealthyDeadline)}
+}
+
+func (c *Coordinator) members(now time.Time) []Member {
+	views := c.mem.snapshot()
+	out := make([]Member, 0, len(views))
+	for _, v := range views {
+		m := v.member(c.answerWindow(), now)
+		out = append(out, m)
+	}
+	return out
+}
+
+// withQuarantine marks quarantined members from the coordinator's state.
+func (c *Coordinator) withQuarantine(ctx context.Context, ms []Member) []Member {
+	for i := range ms {
+		if ns, _, err := c.state.getNode(ctx, ms[i].ID); err == nil && ns.Quarantined {
+			ms[i].Quarantined = true
+		}
+	}
+	return ms
+}
+
+// planRoll makes a roll's plan from the live membership.
+func (c *Coordinator) planRoll(ctx context.Context, req schema.RollRequest) (Plan, []string, error) {
+	ms := c.withQuarantine(ctx, c.members(time.Now()))
+	plan, blocked, err := MakePlan(ms, Selector{Group: req.Selector.Group, Nodes: req.Selector.Nodes}, policyOf(req))
+	if err != nil {
+		return plan, nil, schema.Invalid("selector", "%v", err)
+	}
+	if open, reason := c.brk.Open(); open {
+		blocked = append(blocked, "circuit breaker open: "+reason)
+	}
+	return plan, blocked, nil
+}
+
+// startRoll records a new roll; the leader's passes run it.
+func (c *Coordinator) startRoll(ctx context.Context, req schema.RollRequest, term uint64) (*rollRecord, error) {
+	plan, _, err := c.planRoll(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if len(plan.Waves) == 0 {
+		return nil, schema.Invalid("selector", "every selected node is quarantined")
+	}
+	r := &rollRecord{ID: "roll-" + uuid.NewString()[:13], Request: req, Plan: plan, State: schema.RollRunning,
+		Current: map[string]time.Time{}, HealthyAt: map[string]time.Time{}, Failed: map[string]string{},
+		Durations: map[string]float64{}, StartedAt: time.Now().UTC(), Term: term}
+	if err := c.state.putRoll(ctx, r); err != nil {
+		return nil, err
+	}
+	c.event(r.ID, "started", map[string]any{"plan": plan.Waves, "request": req})
+	return r, nil
+}
+
+// rollPass moves every running roll forward.
+func (c *Coordinator) rollPass(ctx context.Context, term uint64) {
+	c.rollMu.Lock()
+	defer c.rollMu.Unlock()
+	rolls, err := c.state.rolls(ctx)
+	if err != nil {
+		return
+	}
+	for _, r := range rolls {
+		if r.State == schema.RollRunning || (r.State == schema.RollPaused && len(r.Current) > 0) {
+			if err := c.advance(ctx, r, term); err != nil && !errors.Is(err, context.Canceled) {
+				c.log.Warn("roll pass", "roll", r.ID, "err", err)
+			}
+		}
+	}
+}
+
+func rollKey(roll, node string) string { return roll + "/" + node }
+
+// advance checks the nodes a roll has out, then takes out the next ones.
+func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) error {
+	now := time.Now()
+	pol := policyOf(r.Request)
+	changed := false
+	canary := map[string]bool{}
+	if r.Request.Canary > 0 && len(r.Plan.Waves) > 0 {
+		for _, id := range r.Plan.Waves[0] {
+			canary[id] = true
+		}
+	}
+	for _, id := range sortedKeys(r.Current) {
+		started := r.Current[id]
+		key := rollKey(r.ID, id)
+		c.mu.Lock()
+		res, have := c.results[key]
+		busy := c.inflight[key]
+		c.mu.Unlock()
+		deadline := started.Add(schema.Seconds(r.Request.Timeout) + pol.HealthyDeadline)
+		var failure string
+		switch {
+		case !have && !busy:
+			// Not sent by this leader (yet): the same restart id joins or
+			// returns the restart a previous leader started.
+			c.sendRollRestart(ctx, r, id, term)
+		case have && !res.Success:
+			failure = "restart failed: " + errString(nil, res)
+		case have && r.Request.ConfigVersion != "" && res.State.ConfigVersion != r.Request.ConfigVersion:
+			failure = fmt.Sprintf("node runs config_version %q after the restart, want %q", res.State.ConfigVersion, r.Request.ConfigVersion)
+		case have:
+			v, _ := c.mem.get(id)
+			healthy := v.Heartbeat.Healthy && v.Heartbeat.WorkerPID == res.NewPID && now.Sub(v.LastHeartbeat) <= c.answerWindow()
+			hat, seen := r.HealthyAt[id]
+			switch {
+			case healthy && !seen:
+				r.HealthyAt[id], changed = now.UTC(), true
+			case healthy && now.Sub(hat) >= pol.MinHealthyTime:
+				delete(r.Current, id)
+				delete(r.HealthyAt, id)
+				r.Done = append(r.Done, id)
+				r.Durations[id] = res.Duration
+				changed = true
+				c.mu.Lock()
+				delete(c.results, key)
+				c.mu.Unlock()
+				c.event(r.ID, "node_done", map[string]any{"node_id": id, "duration": res.Duration, "new_pid": res.NewPID})
+			case !healthy && seen:
+				delete(r.HealthyAt, id) // flapped: the clock starts again
+				changed = true
+			}
+		}
+		if failure == "" && now.After(deadline) {
+			failure = fmt.Sprintf("not healthy within %s of its restart", deadline.Sub(started).Round(time.Second))
+		}
+		if failure != "" {
+			delete(r.Current, id)
+			r.Failed[id] = failure
+			changed = true
+			c.event(r.ID, "node_failed", map[string]any{"node_id": id, "error": failure})
+			if canary[id] {
+				r.State, r.Message = schema.RollFailed, "canary "+id+" failed: "+failure+"; roll aborted"
+				c.event(r.ID, "failed", map[string]any{"message": r.Message})
+			} else {
+				r.State, r.Message = schema.RollPaused, "paused: "+id+" "+failure+"; the escalation ladder takes it over"
+				c.event(r.ID, "paused", map[string]any{"message": r.Message})
+			}
+		}
+	}
+	total := 0
+	for _, w := range r.Plan.Waves {
+		total += len(w)
+	}
+	if r.State == schema.RollRunning && len(r.Done) == total {
+		r.State, r.Message, changed = schema.RollCompleted, fmt.Sprintf("%d nodes restarted", total), true
+		c.event(r.ID, "completed", map[string]any{"done": total})
+	}
+	if r.State == schema.RollRunning {
+		if open, reason := c.brk.Open(); open {
+			if r.Message != "held: circuit breaker open" {
+				r.Message, changed = "held: circuit breaker open", true
+				c.event(r.ID, "held", map[string]any{"reason": reason})
+			}
+		} else {
+			ms := c.withQuarantine(ctx, c.members(now))
+			selected, err := Select(ms, Selector{Group: r.Request.Selector.Group, Nodes: r.Request.Selector.Nodes})
+			if err == nil {
+				pr := Progress{Done: setOf(r.Done), Current: r.Current, Failed: map[string]bool{}}
+				step := Next(selected, r.Plan, pol, pr)
+				if len(step.Start) > 0 {
+					for _, id := range step.Start {
+						r.Current[id] = now.UTC()
+					}
+					r.Message, changed = "", true
+					// The roll record is the permit list: written (compare-and-set)
+					// before any restart is sent.
+					if err := c.state.putRoll(ctx, r); err != nil {
+						return err
+					}
+					for _, id := range step.Start {
+						c.event(r.ID, "node_started", map[string]any{"node_id": id})
+						c.sendRollRestart(ctx, r, id, term)
+					}
+					return nil
+				}
+			}
+		}
+	}
+	if changed {
+		return c.state.putRoll(ctx, r)
+	}
+	return nil
+}
+
+// sendRollRestart restarts one node of a roll, asynchronously; the result
+// is picked up by the next pass.
+func (c *Coordinator) sendRollRestart(ctx context.Context, r *rollRecord, id string, term uint64) {
+	key := rollKey(r.ID, id)
+	c.mu.Lock()
+	if c.inflight[key] {
+		c.mu.Unlock()
+		return
+	}
+	c.inflight[key] = true
+	c.mu.Unlock()
+	req := schema.RestartRequest{Graceful: r.Request.Graceful, PreserveState: r.Request.PreserveState,
+		Timeout: r.Request.Timeout, Reason: r.Request.Reason, RestartID: r.ID + "-" + id}
+	if r.Request.ConfigVersion != "" {
+		req.Reason = schema.ReasonConfigurationUpdate
+	}
+	go func() {
+		res, err := c.restart(context.WithoutCancel(ctx), id, req, term)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.inflight, key)
+		var se *schema.Error
+		switch {
+		case err == nil:
+			c.results[key] = res
+		case errors.As(err, &se) && se.Code == schema.CodeRestartInProgress:
+			// An operator's restart is under way: try again on a later pass.
+		case errors.As(err, &se):
+			c.results[key] = schema.RestartResult{NodeID: id, Error: se}
+		default:
+			// No answer (timeout, node gone): a later pass sends the same
+			// restart id again, which joins or returns the restart.
+			c.log.Warn("roll restart unanswered", "roll", r.ID, "node", id, "err", err)
+		}
+	}()
+}
+
+func setOf(ids []string) map[string]bool {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// status renders a roll's record for the API.
+func (r *rollRecord) status() *schema.RollStatus {
+	total := 0
+	for _, w := range r.Plan.Waves {
+		total += len(w)
+	}
+	st := &schema.RollStatus{Type: schema.TypeRollStatus, RollID: r.ID, State: r.State, Done: len(r.Done), Total: total,
+		Current: sortedKeys(r.Current), Failed: sortedKeys(r.Failed), StartedAt: r.StartedAt,
+		Plan: schema.PlanWaves{Waves: r.Plan.Waves}, Message: r.Message, Request: r.Request, Term: r.Term}
+	if st.Current == nil {
+		st.Current = []string{}
+	}
+	for _, id := range r.Done {
+		st.Nodes = append(st.Nodes, schema.RollNode{NodeID: id, Phase: schema.PhaseComplete, Duration: r.Durations[id]})
+	}
+	for _, id := range st.Current {
+		t := r.Current[id]
+		n := schema.RollNode{NodeID: id, StartedAt: &t}
+		if h, ok := r.HealthyAt[id]; ok {
+			n.HealthyAt = &h
+		}
+		st.Nodes = append(st.Nodes, n)
+	}
+	for _, id := range st.Failed {
+		st.Nodes = append(st.Nodes, schema.RollNode{NodeID: id, Phase: schema.PhaseFailed, Error: r.Failed[id]})
+	}
+	if r.State == schema.RollRunning && len(r.Done) > 0 && total > len(r.Done) {
+		per := time.Since(r.StartedAt) / time.Duration(len(r.Done))
+		eta := time.Now().Add(per * time.Duration(total-len(r.Done))).UTC()
+		st.ETA = &eta
+	}
+	return st
+}

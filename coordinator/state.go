@@ -1,0 +1,140 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/restartcoord/restartcoord/schema"
+)
+
+// NodeState is what the coordinator keeps of a node across leader changes
+// (ORCH_COORD key node.<id>): the ladder's facts.
+type NodeState struct {
+	Failures    int         `json:"failures"`
+	LastAttempt time.Time   `json:"last_attempt,omitempty"`
+	Level       int         `json:"level"`
+	Degraded    bool        `json:"degraded"`
+	Quarantined bool        `json:"quarantined"`
+	Reason      string      `json:"reason,omitempty"`
+	Restarts    []time.Time `json:"restarts,omitempty"`
+	FreqAlerted time.Time   `json:"freq_alerted,omitempty"`
+	FailedAlert bool        `json:"failed_alert,omitempty"`
+}
+
+// rollRecord is a roll as kept in ORCH_COORD (key roll.<id>).
+type rollRecord struct {
+	ID        string               `json:"roll_id"`
+	Request   schema.RollRequest   `json:"request"`
+	Plan      Plan                 `json:"plan"`
+	State     string               `json:"state"`
+	Done      []string             `json:"done"`
+	Current   map[string]time.Time `json:"current"`
+	HealthyAt map[string]time.Time `json:"healthy_at"`
+	Failed    map[string]string    `json:"failed"`
+	Durations map[string]float64   `json:"durations"`
+	StartedAt time.Time            `json:"started_at"`
+	UpdatedAt time.Time            `json:"updated_at"`
+	Message   string               `json:"message,omitempty"`
+	Term      uint64               `json:"term"`
+	rev       uint64
+}
+
+type stateStore struct{ kv jetstream.KeyValue }
+
+func (s stateStore) getNode(ctx context.Context, id string) (NodeState, uint64, error) {
+	var ns NodeState
+	e, err := s.kv.Get(ctx, "node."+id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ns, 0, nil
+	}
+	if err != nil {
+		return ns, 0, err
+	}
+	return ns, e.Revision(), json.Unmarshal(e.Value(), &ns)
+}
+
+func (s stateStore) putNode(ctx context.Context, id string, ns NodeState) error {
+	data, _ := json.Marshal(ns)
+	_, err := s.kv.Put(ctx, "node."+id, data)
+	return err
+}
+
+func (s stateStore) deleteNode(ctx context.Context, id string) error {
+	err := s.kv.Delete(ctx, "node."+id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	return err
+}
+
+func (s stateStore) getRoll(ctx context.Context, id string) (*rollRecord, error) {
+	e, err := s.kv.Get(ctx, "roll."+id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, schema.Errorf(schema.CodeNotFound, "no roll %s", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r rollRecord
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return nil, err
+	}
+	r.rev = e.Revision()
+	return &r, nil
+}
+
+// putRoll writes a roll with compare-and-set on its revision, so two
+// coordinators never both move it.
+func (s stateStore) putRoll(ctx context.Context, r *rollRecord) error {
+	r.UpdatedAt = time.Now().UTC()
+	data, _ := json.Marshal(r)
+	var rev uint64
+	var err error
+	if r.rev == 0 {
+		rev, err = s.kv.Create(ctx, "roll."+r.ID, data)
+	} else {
+		rev, err = s.kv.Update(ctx, "roll."+r.ID, data, r.rev)
+	}
+	if err != nil {
+		return err
+	}
+	r.rev = rev
+	return nil
+}
+
+func (s stateStore) rolls(ctx context.Context) ([]*rollRecord, error) {
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*rollRecord
+	for k := range keys.Keys() {
+		if len(k) > 5 && k[:5] == "roll." {
+			if r, err := s.getRoll(ctx, k[5:]); err == nil {
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (s stateStore) breaker(ctx context.Context) (schema.BreakerState, error) {
+	var b schema.BreakerState
+	e, err := s.kv.Get(ctx, "breaker")
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return b, nil
+	}
+	if err != nil {
+		return b, err
+	}
+	return b, json.Unmarshal(e.Value(), &b)
+}
+
+func (s stateStore) putBreaker(ctx context.Context, b schema.BreakerState) error {
+	data, _ := json.Marshal(b)
+	_, err := s.kv.Put(ctx, "breaker", data)
+	return err
+}
