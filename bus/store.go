@@ -179,7 +179,14 @@ func (s *Store) PutSnapshot(ctx context.Context, snap *schema.Snapshot, tasks, s
 		Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunk}}, bytes.NewReader(packed)); err != nil {
 		return info, fmt.Errorf("bus: store snapshot: %w", err)
 	}
+	// On a replicated store the read can reach a replica that has not
+	// applied the write yet ("not found" for a few milliseconds): that, and
+	// only that, is tried again, for up to 5 s.
 	back, err := s.GetSnapshot(ctx, snap.NodeID, snap.SnapshotID)
+	for deadline, wait := time.Now().Add(5*time.Second), 10*time.Millisecond; err != nil && schema.AsError(err).Code == schema.CodeNotFound && time.Now().Before(deadline); wait = min(2*wait, 500*time.Millisecond) {
+		time.Sleep(wait)
+		back, err = s.GetSnapshot(ctx, snap.NodeID, snap.SnapshotID)
+	}
 	if err != nil {
 		return info, fmt.Errorf("bus: verify snapshot after write: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -85,6 +86,7 @@ type Coordinator struct {
 	inflight map[string]bool // node ids with a restart this leader sent and awaits
 	results  map[string]schema.RestartResult
 	rollMu   sync.Mutex // one pass over the rolls at a time
+	killed   atomic.Bool
 	wg       sync.WaitGroup
 }
 
@@ -212,6 +214,17 @@ func (c *Coordinator) Run(ctx context.Context, ready chan<- struct{}) error {
 	return nil
 }
 
+// Kill stops the coordinator as a crash would: it drops its connection
+// without releasing its lease (for tests and chaos: another coordinator
+// must wait for the lease to expire).
+func (c *Coordinator) Kill() {
+	c.elect.mu.Lock()
+	c.elect.lease = nil
+	c.elect.mu.Unlock()
+	c.killed.Store(true)
+	c.conn.Close()
+}
+
 // leaderLoop: while leading, detect failures, climb the ladder, run rolls.
 func (c *Coordinator) leaderLoop(ctx context.Context) {
 	t := time.NewTicker(c.cfg.Tick)
@@ -223,7 +236,7 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		ok, term := c.elect.isLeader()
-		if !ok {
+		if !ok || c.killed.Load() {
 			continue
 		}
 		c.detect(ctx)

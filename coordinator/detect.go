@@ -45,14 +45,20 @@ func (c *Coordinator) breakerPass(ctx context.Context) {
 	planned := c.rollCurrent()
 	views := c.mem.snapshot()
 	unhealthy := 0
+	warm := now.Sub(c.started) >= 2*c.answerWindow()
+	total := 0
 	for _, v := range views {
+		if v.LastHeartbeat.IsZero() && !warm {
+			continue // not heard from yet: too early to call it unhealthy
+		}
+		total++
 		m := v.member(c.answerWindow(), now)
 		if m.Healthy || m.Restarting || planned[m.ID] {
 			continue
 		}
 		unhealthy++
 	}
-	if !c.brk.Observe(unhealthy, len(views), now) {
+	if !c.brk.Observe(unhealthy, total, now) {
 		return
 	}
 	open, reason := c.brk.Open()
@@ -61,10 +67,10 @@ func (c *Coordinator) breakerPass(ctx context.Context) {
 		t := now.UTC()
 		st.OpenedAt = &t
 		c.alert(schema.SeverityCritical, "circuit_breaker_open", "", "circuit breaker open: automatic restarts and rolls stop: "+reason,
-			map[string]any{"unhealthy": unhealthy, "total": len(views)})
+			map[string]any{"unhealthy": unhealthy, "total": total})
 	} else {
 		c.alert(schema.SeverityInfo, "circuit_breaker_closed", "", "circuit breaker closed: the unhealthy count stayed under the threshold",
-			map[string]any{"unhealthy": unhealthy, "total": len(views)})
+			map[string]any{"unhealthy": unhealthy, "total": total})
 	}
 	_ = c.state.putBreaker(ctx, st)
 }

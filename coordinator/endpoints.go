@@ -252,10 +252,10 @@ func (c *Coordinator) doRollState(to string) action {
 			return nil, schema.Invalid("roll_id", "roll %s is %s", r.ID, r.State)
 		}
 		if to == schema.RollRunning {
-			// Resuming clears the failures that paused it: those nodes are the ladder's now.
+			// Resuming retries the nodes whose restart failed: they go back
+			// in the queue, in their place of the order.
 			for id := range r.Failed {
 				delete(r.Failed, id)
-				r.Done = append(r.Done, id)
 			}
 		}
 		r.State, r.Message = to, ""

@@ -192,7 +192,16 @@ func (v NodeView) member(answeringWindow time.Duration, now time.Time) Member {
 	answering := !v.Failed && !v.LastHeartbeat.IsZero() && now.Sub(v.LastHeartbeat) <= answeringWindow
 	return Member{ID: v.Info.NodeID, Group: v.Info.Group, Priority: v.Info.Priority,
 		Healthy: answering && v.Heartbeat.Healthy, Answering: answering,
-		Restarting: answering && v.Heartbeat.Phase != schema.PhaseIdle && v.Heartbeat.Phase != ""}
+		Restarting: answering && restarting(v.Heartbeat.Phase)}
+}
+
+// restarting: a restart is under way (not idle, and not its end state).
+func restarting(p schema.Phase) bool {
+	switch p {
+	case "", schema.PhaseIdle, schema.PhaseComplete, schema.PhaseFailed:
+		return false
+	}
+	return true
 }
 
 var errNotLeader = errors.New("coordinator: not the leader")

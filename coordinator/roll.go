@@ -137,7 +137,9 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 			failure = fmt.Sprintf("node runs config_version %q after the restart, want %q", res.State.ConfigVersion, r.Request.ConfigVersion)
 		case have:
 			v, _ := c.mem.get(id)
-			healthy := v.Heartbeat.Healthy && v.Heartbeat.WorkerPID == res.NewPID && now.Sub(v.LastHeartbeat) <= c.answerWindow()
+			// Healthy in a heartbeat sent after the restart completed (a later
+			// restart by someone else still leaves it healthy).
+			healthy := v.Heartbeat.Healthy && v.Heartbeat.Timestamp.After(res.CompletedAt) && now.Sub(v.LastHeartbeat) <= c.answerWindow()
 			hat, seen := r.HealthyAt[id]
 			switch {
 			case healthy && !seen:
@@ -194,6 +196,15 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 			if err == nil {
 				pr := Progress{Done: setOf(r.Done), Current: r.Current, Failed: map[string]bool{}}
 				step := Next(selected, r.Plan, pol, pr)
+				if len(step.Start) == 0 && len(r.Current) == 0 {
+					if stuck := c.stuckOn(ctx, selected, r); len(stuck) > 0 {
+						// Nothing will free the budget by itself: pause and say why.
+						r.State = schema.RollPaused
+						r.Message = fmt.Sprintf("paused: blocked by %v (quarantined or declared failed); release or forget them, or raise max_unavailable, then resume", stuck)
+						c.event(r.ID, "paused", map[string]any{"message": r.Message, "blocked_by": stuck})
+						return c.state.putRoll(ctx, r)
+					}
+				}
 				if len(step.Start) > 0 {
 					for _, id := range step.Start {
 						r.Current[id] = now.UTC()
@@ -254,6 +265,29 @@ func (c *Coordinator) sendRollRestart(ctx context.Context, r *rollRecord, id str
 			c.log.Warn("roll restart unanswered", "roll", r.ID, "node", id, "err", err)
 		}
 	}()
+}
+
+// stuckOn lists the selected nodes that block a roll and will not recover
+// by themselves: unavailable and quarantined, or declared failed.
+func (c *Coordinator) stuckOn(ctx context.Context, selected []Member, r *rollRecord) []string {
+	done := setOf(r.Done)
+	var stuck []string
+	blocking := 0
+	for _, m := range selected {
+		if !m.unavailable() || done[m.ID] {
+			continue
+		}
+		blocking++
+		v, _ := c.mem.get(m.ID)
+		ns, _, _ := c.state.getNode(ctx, m.ID)
+		if ns.Quarantined || v.Failed {
+			stuck = append(stuck, m.ID)
+		}
+	}
+	if len(stuck) == 0 || len(stuck) < blocking {
+		return nil // some blocker may still recover: wait
+	}
+	return stuck
 }
 
 func setOf(ids []string) map[string]bool {

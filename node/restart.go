@@ -314,6 +314,9 @@ func (s *Supervisor) recover(why string, healthyFor time.Duration) {
 	case <-s.ctx.Done():
 		return
 	}
+	if _, ok := s.currentWorker(); ok {
+		return // a restart meanwhile (an operator's) brought a worker back
+	}
 	req := schema.DefaultRestartRequest()
 	req.Graceful, req.Reason = false, schema.ReasonCrashRecovery
 	op, err := s.begin(req, 0, "", "")
