@@ -134,3 +134,24 @@ func LeaseHolder(ctx context.Context, js jetstream.JetStream, bucket, key string
 	}
 	return string(e.Value()), nil
 }
+
+// Adopt handles ErrLeaseLost after a refresh whose acknowledgement was lost
+// but which landed: if the key still holds this lease's value, its current
+// revision is taken as ours and the lease goes on (its term unchanged).
+// It returns false when someone else holds the key, or it is gone.
+func (l *Lease) Adopt(ctx context.Context) (bool, error) {
+	e, err := l.kv.Get(ctx, l.key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if string(e.Value()) != string(l.value) {
+		return false, nil
+	}
+	l.rev = e.Revision()
+	return true, nil
+}

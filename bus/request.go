@@ -129,7 +129,7 @@ func Retryable(err error) bool {
 	if errors.As(err, &apiErr) {
 		// Refusals by JetStream (wrong sequence, limits) are final; "no
 		// leader" style unavailability (503) is not.
-		return apiErr.Code == 503 || apiErr.Code == 0
+		return (apiErr.Code == 503 || apiErr.Code == 0) && apiErr.ErrorCode != 10077 // 10077: a full buffer
 	}
 	return true
 }

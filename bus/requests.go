@@ -85,7 +85,9 @@ func (s *Store) OpenRequests(ctx context.Context, nodeID string) (*Requests, err
 		return nil, fmt.Errorf("bus: create request consumer: %w", err)
 	}
 	info := cons.CachedInfo()
-	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	// A short pull expiry and heartbeat: after a NATS server restart the
+	// pull is renewed within a second or two, not after the 30 s default.
+	it, err := cons.Messages(jetstream.PullMaxMessages(256), jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
 	if err != nil {
 		return nil, fmt.Errorf("bus: consume requests: %w", err)
 	}

@@ -82,7 +82,7 @@ func (c *Conn) Serve(cfg ServiceConfig) (*Service, error) {
 		h := ep.Handler
 		err := svc.AddEndpoint(ep.Name, micro.HandlerFunc(func(req micro.Request) {
 			if !s.begin() {
-				_ = RespondError(req, schema.Errorf(schema.CodeSystemNotReady, "service stopping"))
+				_ = replyValue(c, req, nil, schema.Errorf(schema.CodeSystemNotReady, "service stopping"))
 				return
 			}
 			go func() {
@@ -90,15 +90,11 @@ func (c *Conn) Serve(cfg ServiceConfig) (*Service, error) {
 				defer func() {
 					// A handler's panic answers INTERNAL; it never takes the process down.
 					if p := recover(); p != nil {
-						_ = RespondError(req, schema.Errorf(schema.CodeInternal, "handler panic: %v", p))
+						_ = replyValue(c, req, nil, schema.Errorf(schema.CodeInternal, "handler panic: %v", p))
 					}
 				}()
 				v, err := h(context.WithValue(ctx, subjectKey{}, req.Subject()), req.Data(), nats.Header(req.Headers()))
-				if err != nil {
-					_ = RespondError(req, err)
-					return
-				}
-				_ = Respond(req, v)
+				_ = replyValue(c, req, v, err)
 			}()
 		}), endpointOpts(cfg, ep)...)
 		if err != nil {

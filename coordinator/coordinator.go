@@ -229,6 +229,7 @@ func (c *Coordinator) Kill() {
 func (c *Coordinator) leaderLoop(ctx context.Context) {
 	t := time.NewTicker(c.cfg.Tick)
 	defer t.Stop()
+	w := &watches{lastReport: time.Now()} // the first report an hour after taking office
 	for {
 		select {
 		case <-ctx.Done():
@@ -243,6 +244,7 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 		c.breakerPass(ctx)
 		c.escalate(ctx, term)
 		c.rollPass(ctx, term)
+		c.slowPasses(ctx, w)
 	}
 }
 

@@ -244,3 +244,32 @@ func TestCircuitBreakerOpensAndResets(t *testing.T) {
 		t.Fatal("the reset was not recorded")
 	}
 }
+
+func TestMaintenanceDueWhenANodeRunsAnOlderConfiguration(t *testing.T) {
+	f := newFleet(t, false)
+	f.startNodes(2)
+	c1 := f.startCoordinator("c1")
+	f.waitFor(10*time.Second, "c1 to lead", func() bool { ok, _ := c1.IsLeader(); return ok })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, _ := f.bs.JetStream().KeyValue(ctx, schema.BucketConfig)
+	if _, err := kv.Put(ctx, "group.default", []byte(`{"config_version":"2026-12"}`)); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(45*time.Second, "maintenance_due for both nodes", func() bool {
+		return len(f.alerts(schema.SeverityInfo, "maintenance_due")) == 2
+	})
+	// Once they run it, nothing more is due.
+	for _, id := range []string{"n01", "n02"} {
+		var r schema.RestartResult
+		rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer rcancel()
+		if err := f.conn.RequestJSON(rctx, schema.NodeSubject(id, schema.OpRestart), map[string]any{"reason": "configuration_update"}, nil, &r); err != nil || r.State.ConfigVersion != "2026-12" {
+			t.Fatalf("%s: %+v %v", id, r.State, err)
+		}
+	}
+	time.Sleep(time.Second)
+	if n := len(f.alerts(schema.SeverityInfo, "maintenance_due")); n != 2 {
+		t.Fatalf("%d maintenance_due alerts, want 2", n)
+	}
+}

@@ -94,6 +94,11 @@ func (e *election) step(ctx context.Context) {
 	if l != nil {
 		err := l.Refresh(cctx)
 		if errors.Is(err, bus.ErrLeaseLost) {
+			if ok, _ := l.Adopt(cctx); ok {
+				return // an earlier refresh landed; only its acknowledgement was lost
+			}
+		}
+		if errors.Is(err, bus.ErrLeaseLost) {
 			e.log.Warn("leader lease lost", "term", l.Term())
 			e.mu.Lock()
 			e.lease = nil

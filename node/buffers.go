@@ -27,7 +27,8 @@ func (s *Supervisor) watchBuffers(ctx context.Context) {
 	t := time.NewTicker(5 * s.cfg.HeartbeatInterval)
 	defer t.Stop()
 	bw := &bufferWatch{full: map[string]bool{}}
-	for {
+	oldBackup := false
+	for pass := 0; ; pass++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -35,6 +36,9 @@ func (s *Supervisor) watchBuffers(ctx context.Context) {
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		s.checkBuffers(cctx, bw)
+		if pass%60 == 0 {
+			oldBackup = s.checkBackupAge(cctx, oldBackup)
+		}
 		cancel()
 	}
 }
@@ -74,6 +78,25 @@ func (s *Supervisor) checkBuffers(ctx context.Context, bw *bufferWatch) {
 			map[string]any{"total_buffered": total, "threshold": NodeBufferWarn})
 	}
 	bw.nodeHigh = high
+}
+
+// BackupMaxAge: the seed's low-priority alert for backups older than 7 days.
+const BackupMaxAge = 7 * 24 * time.Hour
+
+// checkBackupAge raises backup_age once when the newest backup gets older
+// than BackupMaxAge; it returns whether that is the case now.
+func (s *Supervisor) checkBackupAge(ctx context.Context, was bool) bool {
+	list, err := s.bs.ListSnapshots(ctx, s.cfg.NodeID)
+	if err != nil || len(list) == 0 {
+		return was
+	}
+	age := time.Since(list[0].TakenAt)
+	old := age > BackupMaxAge
+	if old && !was {
+		s.alert(schema.SeverityInfo, "backup_age", fmt.Sprintf("newest backup of %s is %s old", s.cfg.NodeID, age.Round(time.Hour)),
+			map[string]any{"snapshot_id": list[0].SnapshotID, "taken_at": list[0].TakenAt})
+	}
+	return old
 }
 
 func (s *Supervisor) handleClients(ctx context.Context, data []byte, _ nats.Header) (any, error) {

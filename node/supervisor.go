@@ -393,7 +393,7 @@ func (s *Supervisor) heartbeats(ctx context.Context) {
 		s.mu.Unlock()
 		hb.Healthy = s.healthy(st)
 		if st != nil {
-			hb.Load = float64(st.ActiveTasks)
+			hb.Load, hb.ConfigVersion = float64(st.ActiveTasks), st.ConfigVersion
 		}
 		_ = s.bs.Publish(schema.HeartbeatSubject(s.cfg.NodeID), hb)
 		select {
@@ -439,6 +439,12 @@ func (s *Supervisor) refreshLease(ctx context.Context) {
 func (s *Supervisor) retakeLease(ctx context.Context) bool {
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseTTL/3)
 	defer cancel()
+	// A refresh whose acknowledgement was lost but which landed: still ours.
+	if ok, err := s.lease.Adopt(rctx); ok {
+		return true
+	} else if err != nil && time.Now().Before(s.lease.ValidUntil()) {
+		return true // cannot read the key now (NATS recovering): keep trying while the lease surely holds
+	}
 	js := s.bs.JetStream()
 	holder, err := bus.LeaseHolder(rctx, js, schema.BucketLeases, schema.LeaseKeyNode(s.cfg.NodeID))
 	if err != nil || (holder != "" && holder != s.instance) {

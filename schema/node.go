@@ -355,18 +355,19 @@ const (
 
 // Heartbeat is published on orch.v1.hb.<node_id>.
 type Heartbeat struct {
-	Type      string    `json:"type"`
-	NodeID    string    `json:"node_id"`
-	Group     string    `json:"group"`
-	Priority  int       `json:"priority"`
-	Phase     Phase     `json:"phase"`
-	Healthy   bool      `json:"healthy"`
-	Seq       uint64    `json:"seq"`
-	PID       int       `json:"pid"`
-	WorkerPID int       `json:"worker_pid"`
-	Version   string    `json:"version"`
-	Load      float64   `json:"load"`
-	Timestamp time.Time `json:"timestamp"`
+	Type          string    `json:"type"`
+	NodeID        string    `json:"node_id"`
+	Group         string    `json:"group"`
+	Priority      int       `json:"priority"`
+	Phase         Phase     `json:"phase"`
+	Healthy       bool      `json:"healthy"`
+	Seq           uint64    `json:"seq"`
+	PID           int       `json:"pid"`
+	WorkerPID     int       `json:"worker_pid"`
+	Version       string    `json:"version"`
+	Load          float64   `json:"load"`
+	ConfigVersion string    `json:"config_version,omitempty"`
+	Timestamp     time.Time `json:"timestamp"`
 }
 
 // NodeInfo is a node's entry in the ORCH_NODES registry.
