@@ -273,3 +273,26 @@ func TestMaintenanceDueWhenANodeRunsAnOlderConfiguration(t *testing.T) {
 		t.Fatalf("%d maintenance_due alerts, want 2", n)
 	}
 }
+
+func TestAbortedRollSeesItsNodeThroughAndStartsNoMore(t *testing.T) {
+	f := newFleet(t, false)
+	f.startNodes(4)
+	c1 := f.startCoordinator("c1")
+	f.waitFor(10*time.Second, "c1 to lead", func() bool { ok, _ := c1.IsLeader(); return ok })
+	var st schema.RollStatus
+	if err := f.cluster(schema.OpRollStart, map[string]any{"selector": map[string]any{"group": "default"}, "min_healthy_time": 1}, &st); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(20*time.Second, "a node out", func() bool { return len(f.rollStatus(st.RollID).Current) == 1 })
+	if err := f.cluster(schema.OpRollAbort, map[string]any{"roll_id": st.RollID}, &st); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(20*time.Second, "the node out to be seen through", func() bool {
+		s := f.rollStatus(st.RollID)
+		return s.State == schema.RollAborted && len(s.Current) == 0 && s.Done == 1
+	})
+	time.Sleep(time.Second)
+	if s := f.rollStatus(st.RollID); s.Done != 1 || len(rollResults(f.restartResults(), st.RollID)) != 1 {
+		t.Fatalf("an aborted roll went on: %+v", s)
+	}
+}

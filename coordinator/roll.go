@@ -96,7 +96,8 @@ func (c *Coordinator) rollPass(ctx context.Context, term uint64) {
 		return
 	}
 	for _, r := range rolls {
-		if r.State == schema.RollRunning || (r.State == schema.RollPaused && len(r.Current) > 0) {
+		// Paused and aborted rolls still see their nodes that are out through.
+		if r.State == schema.RollRunning || ((r.State == schema.RollPaused || r.State == schema.RollAborted) && len(r.Current) > 0) {
 			if err := c.advance(ctx, r, term); err != nil && !errors.Is(err, context.Canceled) {
 				c.log.Warn("roll pass", "roll", r.ID, "err", err)
 			}
@@ -136,10 +137,9 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 		case have && r.Request.ConfigVersion != "" && res.State.ConfigVersion != r.Request.ConfigVersion:
 			failure = fmt.Sprintf("node runs config_version %q after the restart, want %q", res.State.ConfigVersion, r.Request.ConfigVersion)
 		case have:
-			v, _ := c.mem.get(id)
-			// Healthy in a heartbeat sent after the restart completed (a later
-			// restart by someone else still leaves it healthy).
-			healthy := v.Heartbeat.Healthy && v.Heartbeat.Timestamp.After(res.CompletedAt) && now.Sub(v.LastHeartbeat) <= c.answerWindow()
+			// Asked now rather than waiting for the next heartbeat (up to an
+			// interval of overhead per node).
+			healthy := c.nodeHealthy(ctx, id)
 			hat, seen := r.HealthyAt[id]
 			switch {
 			case healthy && !seen:
@@ -167,10 +167,13 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 			r.Failed[id] = failure
 			changed = true
 			c.event(r.ID, "node_failed", map[string]any{"node_id": id, "error": failure})
-			if canary[id] {
+			switch {
+			case r.State != schema.RollRunning:
+				// Paused or aborted already: the failure is recorded, the state stays.
+			case canary[id]:
 				r.State, r.Message = schema.RollFailed, "canary "+id+" failed: "+failure+"; roll aborted"
 				c.event(r.ID, "failed", map[string]any{"message": r.Message})
-			} else {
+			default:
 				r.State, r.Message = schema.RollPaused, "paused: "+id+" "+failure+"; the escalation ladder takes it over"
 				c.event(r.ID, "paused", map[string]any{"message": r.Message})
 			}
@@ -288,6 +291,16 @@ func (c *Coordinator) stuckOn(ctx context.Context, selected []Member, r *rollRec
 		return nil // some blocker may still recover: wait
 	}
 	return stuck
+}
+
+// nodeHealthy asks a node's health now.
+func (c *Coordinator) nodeHealthy(ctx context.Context, id string) bool {
+	hctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var h schema.Health
+	err := c.conn.RequestJSON(hctx, schema.NodeSubject(id, schema.OpHealth), map[string]any{
+		"include_reboot_readiness": false, "include_connection_status": false, "include_database_status": false}, nil, &h)
+	return err == nil && h.Healthy
 }
 
 func setOf(ids []string) map[string]bool {

@@ -29,6 +29,15 @@ func operatorVerbs() []verb {
 		{"config", "set or get a node's configuration in " + schema.BucketConfig + " (set, get)", runConfig},
 		{"task", "use a node's task API (create, get, list, update, complete, fail)", runTask},
 		{"clients", "list a node's client sessions with buffer depth and last activity", runClients},
+		{"nodes", "list the cluster's nodes: phase, health, heartbeat, escalation level, quarantine", runNodes},
+		{"cluster-health", "show the cluster's health: leader, nodes, rolls, breaker (exit 1 when not healthy)", runClusterHealth},
+		{"roll", "rolling restart under a disruption budget with live progress; roll status|pause|resume|abort ID", runRoll},
+		{"quarantine", "quarantine a node: the coordinators stop restarting it", runQuarantine},
+		{"release", "lift a node's quarantine and reset its escalation", runRelease},
+		{"forget", "decommission a node that will not return (needs --yes)", runForget},
+		{"breaker", "reset the circuit breaker (breaker reset)", runBreaker},
+		{"history", "list the cluster's restarts (--node, --reason, --since, --limit)", runHistory},
+		{"report", "the weekly performance analysis and SLO compliance (exit 1 when an SLO is missed)", runReport},
 	}
 }
 
