@@ -138,19 +138,14 @@ func (c *Coordinator) Run(ctx context.Context, ready chan<- struct{}) error {
 	defer cancel()
 	opts := c.cfg.NATS
 	opts.Name = "restartcoord-" + c.cfg.ID
-	conn, err := bus.Connect(cctx, opts)
-	if err != nil {
+	var err error
+	if c.bs, err = bus.Open(cctx, opts); err != nil {
 		return err
 	}
+	conn := c.bs.Conn()
 	c.conn = conn
 	defer conn.Close()
-	if c.bs, err = bus.NewStore(conn); err != nil {
-		return err
-	}
 	js := c.bs.JetStream()
-	if err := bus.Check(cctx, js); err != nil {
-		return err
-	}
 	kv, err := js.KeyValue(cctx, schema.BucketCoord)
 	if err != nil {
 		return err

@@ -130,18 +130,12 @@ func (s *Supervisor) open(ctx context.Context) error {
 	defer cancel()
 	opts := s.cfg.NATS
 	opts.Name = "restartcoord-node-" + s.cfg.NodeID
-	conn, err := bus.Connect(cctx, opts)
-	if err != nil {
+	var err error
+	if s.bs, err = bus.Open(cctx, opts); err != nil {
 		return err
 	}
-	s.conn = conn
-	if s.bs, err = bus.NewStore(conn); err != nil {
-		return err
-	}
+	s.conn = s.bs.Conn()
 	js := s.bs.JetStream()
-	if err := bus.Check(cctx, js); err != nil {
-		return err
-	}
 	if err := s.takeNodeID(ctx); err != nil {
 		return err
 	}
