@@ -29,8 +29,9 @@ type Config struct {
 	// LeaseTTL is longer than a JetStream leader election (measured 4.4-6.9 s
 	// after a server is killed); LeaseMargin is how long before its lease
 	// could expire a leader stops acting, by its own clock.
-	LeaseTTL    time.Duration // 15 s
-	LeaseMargin time.Duration // 3 s
+	// 8 s TTL and a TTL/5 refresh: a dead leader is replaced within ~10 s.
+	LeaseTTL    time.Duration // 8 s
+	LeaseMargin time.Duration // 2 s
 
 	HeartbeatInterval time.Duration // 1 s: the nodes' interval
 	MissedHeartbeats  int           // 3: then suspect, confirmed by a health request
@@ -43,7 +44,7 @@ type Config struct {
 
 // DefaultConfig is a coordinator with DESIGN.md's defaults.
 func DefaultConfig() Config {
-	return Config{LeaseTTL: 15 * time.Second, LeaseMargin: 3 * time.Second, HeartbeatInterval: time.Second,
+	return Config{LeaseTTL: 8 * time.Second, LeaseMargin: 2 * time.Second, HeartbeatInterval: time.Second,
 		MissedHeartbeats: 3, UnhealthyGrace: 3 * time.Second, Tick: 250 * time.Millisecond,
 		Ladder: DefaultLadder(), BreakerCloseAfter: 5 * time.Minute, NATS: bus.ConnOptions{URL: bus.DefaultURL}}
 }

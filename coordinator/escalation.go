@@ -3,6 +3,8 @@ package coordinator
 import (
 	"fmt"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 )
 
 // Action is what the escalation policy asks for.
@@ -148,9 +150,13 @@ func (l Ladder) delay(f Facts, now time.Time) time.Duration {
 	}
 	d := l.BackoffMax
 	if f.Failures < l.GracefulTries+l.EmergencyTries {
-		d = l.BackoffStart << (f.Failures - 1)
-		if d > l.BackoffMax || d <= 0 {
-			d = l.BackoffMax
+		// The interval sequence of cenkalti/backoff's exponential backoff
+		// (start doubling to the cap), jitter applied below so the policy
+		// stays a pure function of its inputs.
+		b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(l.BackoffStart), backoff.WithMaxInterval(l.BackoffMax),
+			backoff.WithMultiplier(2), backoff.WithRandomizationFactor(0), backoff.WithMaxElapsedTime(0))
+		for range f.Failures {
+			d = b.NextBackOff()
 		}
 	}
 	if l.Jitter != nil {

@@ -6,7 +6,7 @@ import (
 	"github.com/restartcoord/restartcoord/coordinator"
 )
 
-const coordUsage = "restartcoord coordinator [--id ID] [--server URL] [--lease-ttl 15s] [--heartbeat 1s] [--log-level info]"
+const coordUsage = "restartcoord coordinator [--id ID] [--server URL] [--lease-ttl 8s] [--heartbeat 1s] [--log-level info]"
 
 // runCoordinator runs one coordinator (run two or three: one leads).
 func runCoordinator(ctx context.Context, args []string) error {
