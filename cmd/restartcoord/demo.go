@@ -120,9 +120,11 @@ func runDemo(ctx context.Context, args []string) error {
 	if err := d.seed(ctx, *nTasks); err != nil {
 		return err
 	}
-	loadCtx, stopLoad := context.WithCancel(ctx)
+	stopLoad := make(chan struct{})
+	var stopOnce sync.Once
+	stopLoading := func() { stopOnce.Do(func() { close(stopLoad) }) }
 	loadDone := make(chan error, 1)
-	go func() { loadDone <- d.load(loadCtx) }()
+	go func() { loadDone <- d.load(ctx, stopLoad) }()
 
 	steps := []struct {
 		name, kind string
@@ -141,25 +143,25 @@ func runDemo(ctx context.Context, args []string) error {
 		before := d.counts(ctx)
 		row, err := s.run(ctx)
 		if err != nil {
-			stopLoad()
+			stopLoading()
 			return fmt.Errorf("%s restart: %w", s.name, err)
 		}
 		after := d.counts(ctx)
 		row.name, row.kind = s.name, s.kind
 		row.tasksBefore, row.sessBefore, row.stepsBefore = before.tasks, before.sessions, before.steps
 		row.tasksNow, row.sessNow, row.stepsNow = after.tasks, after.sessions, after.steps
-		if row.lost, err = d.lost(ctx); err != nil {
-			stopLoad()
+		if row.lost, err = d.lost(ctx, false); err != nil {
+			stopLoading()
 			return err
 		}
 		rows = append(rows, row)
 	}
-	stopLoad()
+	stopLoading() // the loader finishes the call in hand first: every call it made is answered
 	if err := <-loadDone; err != nil {
 		return fmt.Errorf("client load: %w", err)
 	}
 	jobOK, jobNote := d.checkJob(ctx)
-	lost, err := d.lost(ctx)
+	lost, err := d.lost(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -226,8 +228,9 @@ func (d *demo) seed(ctx context.Context, n int) error {
 	return nil
 }
 
-// load keeps a client updating tasks through every restart.
-func (d *demo) load(ctx context.Context) error {
+// load keeps a client updating tasks through every restart, until stop;
+// it never abandons a call, so what it was told is all the node did.
+func (d *demo) load(ctx context.Context, stop <-chan struct{}) error {
 	cl, err := client.New(d.nc, "demo-load", d.node)
 	if err != nil {
 		return err
@@ -244,15 +247,12 @@ func (d *demo) load(ctx context.Context) error {
 	for i := 0; ; i++ {
 		p := float64(i%100) + 0.5
 		t, err := cl.UpdateTask(ctx, schema.TaskUpdateArgs{TaskID: ids[i%len(ids)], Progress: &p})
-		if ctx.Err() != nil {
-			return nil
-		}
 		if err != nil {
 			return err
 		}
 		d.ack(t)
 		select {
-		case <-ctx.Done():
+		case <-stop:
 			return nil
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -282,8 +282,18 @@ func (d *demo) counts(ctx context.Context) demoCounts {
 	return c
 }
 
-// lost compares, by content, every acknowledged task with what the node holds.
-func (d *demo) lost(ctx context.Context) (int, error) {
+// lost compares, by content, every acknowledged task with what the node
+// holds. The record is copied before the read: everything in the copy was
+// acknowledged, so applied, before the read began, and the read must show
+// it (or, while the load goes on, a later version of it). Once the load has
+// stopped (exact), each task must be exactly the last acknowledged version.
+func (d *demo) lost(ctx context.Context, exact bool) (int, error) {
+	d.mu.Lock()
+	want := make(map[string]schema.Task, len(d.acked))
+	for id, t := range d.acked {
+		want[id] = t
+	}
+	d.mu.Unlock()
 	all, err := d.reader.AllTasks(ctx)
 	if err != nil {
 		return 0, err
@@ -292,12 +302,14 @@ func (d *demo) lost(ctx context.Context) (int, error) {
 	for _, t := range all {
 		got[t.TaskID] = t
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	lost := 0
-	for id, want := range d.acked {
+	for id, w := range want {
 		g, ok := got[id]
-		if !ok || (!g.Equal(&want) && !g.UpdatedAt.After(want.UpdatedAt)) {
+		switch {
+		case !ok:
+			lost++
+		case g.Equal(&w):
+		case exact || g.UpdatedAt.Before(w.UpdatedAt):
 			lost++
 		}
 	}
