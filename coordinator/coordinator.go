@@ -151,7 +151,7 @@ func (c *Coordinator) Run(ctx context.Context, ready chan<- struct{}) error {
 	if err != nil {
 		return err
 	}
-	c.state = stateStore{kv: kv}
+	c.state = newStateStore(kv)
 	nodes, err := js.KeyValue(cctx, schema.BucketNodes)
 	if err != nil {
 		return err
@@ -191,6 +191,7 @@ func (c *Coordinator) Run(ctx context.Context, ready chan<- struct{}) error {
 	go func() {
 		defer c.wg.Done()
 		c.elect.run(runCtx, func(leader bool, term uint64) {
+			c.state.lead(leader) // a new term starts from the bucket
 			c.log.Info("leadership", "leader", leader, "term", term)
 		})
 	}()

@@ -131,6 +131,22 @@ func (m *membership) restarted(msg *nats.Msg) {
 	v.Restarts = append(kept, r.CompletedAt)
 }
 
+// observe records what a health answer says, as a heartbeat would.
+func (m *membership) observe(id string, h schema.Health) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v := m.nodes[id]
+	if v == nil {
+		return
+	}
+	now := time.Now()
+	if h.Healthy && (v.HealthySince.IsZero() || !v.Heartbeat.Healthy) {
+		v.HealthySince = now
+	}
+	v.Heartbeat.Healthy, v.Heartbeat.Phase, v.Heartbeat.WorkerPID = h.Healthy, h.Phase, h.WorkerPID
+	v.LastHeartbeat, v.Failed = now, false
+}
+
 // snapshot copies the views, sorted by id.
 func (m *membership) snapshot() []NodeView {
 	m.mu.Lock()

@@ -300,6 +300,9 @@ func (c *Coordinator) nodeHealthy(ctx context.Context, id string) bool {
 	var h schema.Health
 	err := c.conn.RequestJSON(hctx, schema.NodeSubject(id, schema.OpHealth), map[string]any{
 		"include_reboot_readiness": false, "include_connection_status": false, "include_database_status": false}, nil, &h)
+	if err == nil {
+		c.mem.observe(id, h) // fresher than its last heartbeat, sent mid-restart
+	}
 	return err == nil && h.Healthy
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,27 +44,76 @@ type rollRecord struct {
 	rev       uint64
 }
 
-type stateStore struct{ kv jetstream.KeyValue }
+// stateStore keeps the coordinator's state in ORCH_COORD. Node states are
+// cached, written through: the leader reads every node's ladder state on
+// every pass, and only it writes them; the cache is dropped whenever
+// leadership changes hands, so a new leader starts from the bucket.
+type stateStore struct {
+	kv     jetstream.KeyValue
+	mu     *sync.Mutex
+	nodes  map[string]NodeState
+	leader *atomic.Bool // only the leader (the only writer) uses the cache
+}
+
+func newStateStore(kv jetstream.KeyValue) stateStore {
+	return stateStore{kv: kv, mu: &sync.Mutex{}, nodes: map[string]NodeState{}, leader: &atomic.Bool{}}
+}
+
+// lead drops the cache and says whether this coordinator now leads.
+func (s stateStore) lead(leader bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.nodes)
+	s.leader.Store(leader)
+}
 
 func (s stateStore) getNode(ctx context.Context, id string) (NodeState, uint64, error) {
+	s.mu.Lock()
+	if ns, ok := s.nodes[id]; ok && s.leader.Load() {
+		s.mu.Unlock()
+		return ns, 0, nil
+	}
+	s.mu.Unlock()
 	var ns NodeState
 	e, err := s.kv.Get(ctx, "node."+id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		s.remember(id, ns)
 		return ns, 0, nil
 	}
 	if err != nil {
 		return ns, 0, err
 	}
-	return ns, e.Revision(), json.Unmarshal(e.Value(), &ns)
+	if err := json.Unmarshal(e.Value(), &ns); err != nil {
+		return ns, 0, err
+	}
+	s.remember(id, ns)
+	return ns, e.Revision(), nil
+}
+
+func (s stateStore) remember(id string, ns NodeState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.leader.Load() {
+		s.nodes[id] = ns
+	}
 }
 
 func (s stateStore) putNode(ctx context.Context, id string, ns NodeState) error {
 	data, _ := json.Marshal(ns)
-	_, err := s.kv.Put(ctx, "node."+id, data)
-	return err
+	if _, err := s.kv.Put(ctx, "node."+id, data); err != nil {
+		s.mu.Lock()
+		delete(s.nodes, id)
+		s.mu.Unlock()
+		return err
+	}
+	s.remember(id, ns)
+	return nil
 }
 
 func (s stateStore) deleteNode(ctx context.Context, id string) error {
+	s.mu.Lock()
+	delete(s.nodes, id)
+	s.mu.Unlock()
 	err := s.kv.Delete(ctx, "node."+id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil
