@@ -86,7 +86,8 @@ type Coordinator struct {
 	mu       sync.Mutex
 	inflight map[string]bool // node ids with a restart this leader sent and awaits
 	results  map[string]schema.RestartResult
-	rollMu   sync.Mutex // one pass over the rolls at a time
+	rollMu   sync.Mutex    // one pass over the rolls at a time
+	kick     chan struct{} // wakes the leader's pass before the next tick
 	killed   atomic.Bool
 	wg       sync.WaitGroup
 }
@@ -110,7 +111,7 @@ func New(cfg Config) (*Coordinator, error) {
 	b := NewBreaker()
 	b.CloseAfter = cfg.BreakerCloseAfter
 	return &Coordinator{cfg: cfg, log: log.With("coordinator", cfg.ID), mem: newMembership(), brk: b,
-		inflight: map[string]bool{}, results: map[string]schema.RestartResult{}}, nil
+		inflight: map[string]bool{}, results: map[string]schema.RestartResult{}, kick: make(chan struct{}, 1)}, nil
 }
 
 func sanitize(s string) string {
@@ -232,6 +233,7 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.kick:
 		}
 		ok, term := c.elect.isLeader()
 		if !ok || c.killed.Load() {
@@ -242,6 +244,15 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 		c.escalate(ctx, term)
 		c.rollPass(ctx, term)
 		c.slowPasses(ctx, w)
+	}
+}
+
+// wake runs the leader's pass now (a restart result arrived, a wait ended)
+// rather than at the next tick: a roll moves on as soon as it can.
+func (c *Coordinator) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
 }
 

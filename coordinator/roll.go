@@ -144,6 +144,7 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 			switch {
 			case healthy && !seen:
 				r.HealthyAt[id], changed = now.UTC(), true
+				time.AfterFunc(pol.MinHealthyTime, c.wake)
 			case healthy && now.Sub(hat) >= pol.MinHealthyTime:
 				delete(r.Current, id)
 				delete(r.HealthyAt, id)
@@ -251,6 +252,7 @@ func (c *Coordinator) sendRollRestart(ctx context.Context, r *rollRecord, id str
 	}
 	go func() {
 		res, err := c.restart(context.WithoutCancel(ctx), id, req, term)
+		defer c.wake()
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		delete(c.inflight, key)
