@@ -27,8 +27,11 @@ test: tools
 test-short:
 	$(GO) test -count=1 -short ./...
 
+# Figures and machine in docs/BENCHMARKS.md and docs/benchmarks-clients-coordinator.md.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 10x -timeout 30m ./node/... ./bus/...
+	$(GO) test ./node -run '^$$' -bench '^Benchmark(GracefulRestart10k|EmergencyRestart10k|RestartFloor)$$' -benchtime 10x -timeout 30m
+	$(GO) test ./node -run '^$$' -bench 'ClientDo|DuringRestart|FullBuffer' -benchtime 3x -timeout 30m
+	$(GO) test ./coordinator -run '^$$' -bench . -benchtime 3x -timeout 30m
 
 fuzz:
 	for f in $$($(GO) test -list 'Fuzz.*' ./schema | grep ^Fuzz); do \

@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -219,5 +218,3 @@ func restarting(p schema.Phase) bool {
 	}
 	return true
 }
-
-var errNotLeader = errors.New("coordinator: not the leader")

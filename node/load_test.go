@@ -177,10 +177,9 @@ func TestLoadWithRestartsLosesNothing(t *testing.T) {
 	go func() { done <- runLoad(t, e, "n1", clients, per) }()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	var kinds []string
-	var run *loadRun
 	for i := 0; i < restarts; i++ {
 		select {
-		case run = <-done:
+		case <-done:
 			t.Fatalf("the load finished after only %d of %d restarts: raise the load", i, restarts)
 		case <-time.After(time.Duration(100+rng.IntN(400)) * time.Millisecond):
 		}
@@ -195,7 +194,7 @@ func TestLoadWithRestartsLosesNothing(t *testing.T) {
 		}
 		kinds = append(kinds, fmt.Sprintf("%s %.0fms", kind, r.Duration*1000))
 	}
-	run = <-done
+	run := <-done
 	t.Logf("restarts during the load: %v", kinds)
 	run.check(t, tap, e.client("reader", "n1"))
 }

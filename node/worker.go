@@ -134,6 +134,8 @@ func (w *worker) start(ctx context.Context) error {
 	w.jobs = jobRunner{w: w}
 
 	info := readyInfo{PID: os.Getpid(), SchemaVersion: w.env.StateSchema, ConfigVersion: w.env.Config.ConfigVersion}
+	gcDone := loadingGC()
+	defer gcDone()
 	snap, warnings, err := w.loadSnapshot(ctx)
 	if err != nil {
 		return err
@@ -141,11 +143,11 @@ func (w *worker) start(ctx context.Context) error {
 	info.Warnings = warnings
 	var seq uint64
 	if snap != nil {
-		st, from, err := snap.State()
+		st, bodies, from, err := snap.StateAndReplies()
 		if err != nil {
 			return err
 		}
-		w.st.load(st, snap.JournalSeq)
+		w.st.restore(st, bodies, snap.JournalSeq)
 		seq = snap.JournalSeq
 		si := schema.SnapshotInfo{SnapshotID: snap.SnapshotID, NodeID: snap.NodeID, TakenAt: snap.TakenAt,
 			Trigger: snap.Trigger, SchemaVersion: snap.SchemaVersion, JournalSeq: snap.JournalSeq,
@@ -156,6 +158,7 @@ func (w *worker) start(ctx context.Context) error {
 			info.MigratedFrom = from
 		}
 	}
+	gcDone()
 
 	w.phase(schema.PhaseRestoringState, "replaying the journal after the snapshot")
 	if w.env.RestoreSnapshot != "" {

@@ -2,8 +2,11 @@ package schema_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -365,4 +368,553 @@ func readCorpusBytes(t *testing.T, path string) []byte {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return []byte(s)
+}
+
+// --- the framed format and the fast paths -------------------------------------
+
+// trickyStrings are strings encoding/json does not copy as they are, or
+// only just does.
+var trickyStrings = []string{
+	"", "plain", `quote " and backslash \\`, "<b>&amp;</b>", "tab\tnew\nline\r", "\x00\x01\x1f\x7f",
+	"héllo wörld ☃ 𝄞", "line\u2028sep\u2029para", "bad utf8 \xff\xfe \xc3", "\u00e9 as escape", "ends in backslash\\",
+	strings.Repeat("forty-two bytes of description per line. ", 20), "</script>", "\ufffd",
+}
+
+var trickyRaws = []json.RawMessage{
+	nil, json.RawMessage(`{"step":21}`), json.RawMessage(`{ "spaced" : [1, 2, {"a" : null}] }`),
+	json.RawMessage(`"<html> & co"`), json.RawMessage(`[true,false,null,-0,1.5e-7,1E+30,"\u2028"]`),
+	json.RawMessage("\"\u2028 raw line separator\""), json.RawMessage(`{"nested":{"deeper":{"deepest":[[[[]]]]}}}`),
+	json.RawMessage(`"\ud800 lone surrogate escape"`), json.RawMessage(`123456789012345678901234567890`),
+}
+
+var trickyFloats = []float64{0, math.Copysign(0, -1), 42, 12.5, 57, 99.99999999, 1e-6, 9.99e-7, 1e-7, 1e20, 1e21, 123456789.125, -3.5, math.SmallestNonzeroFloat64, math.MaxFloat64}
+
+// richState is a state of n tasks (and as many kept replies) that visits
+// every optional field and the tricky values above.
+func richState(n int) *schema.State {
+	zone := time.FixedZone("odd", -(3*3600 + 30*60))
+	st := &schema.State{ConfigVersion: "cfg-<7>", Sessions: []schema.Session{}, Replies: []schema.KeptReply{}}
+	for i := range n {
+		at := t0.Add(time.Duration(i) * 1234567 * time.Nanosecond)
+		if i%3 == 1 {
+			at = at.In(zone)
+		}
+		tk := schema.Task{TaskID: fmt.Sprintf("t-%05d", i), Title: trickyStrings[i%len(trickyStrings)],
+			Status: schema.TaskStatuses[i%len(schema.TaskStatuses)], Progress: trickyFloats[i%len(trickyFloats)],
+			CreatedAt: at, UpdatedAt: at.Add(time.Duration(i%5) * time.Millisecond)}
+		if i%2 == 0 {
+			tk.Description = trickyStrings[(i/2)%len(trickyStrings)]
+		}
+		if i%4 == 1 {
+			tk.Checkpoint = trickyRaws[(i/4)%len(trickyRaws)]
+		}
+		if i%5 == 2 {
+			tk.Result = trickyRaws[(i/5)%len(trickyRaws)]
+		}
+		if i%6 == 3 {
+			tk.Error = trickyStrings[(i/6)%len(trickyStrings)]
+		}
+		if i%7 == 4 {
+			tk.Job = &schema.Job{Kind: schema.JobKindSteps, Steps: i, StepSeconds: trickyFloats[(i/7)%len(trickyFloats)]}
+			tk.StepsDone = i / 2
+		}
+		st.Tasks = append(st.Tasks, tk)
+		r := schema.KeptReply{RequestID: fmt.Sprintf("r-%05d", i), ClientID: trickyStrings[i%3], At: at}
+		switch i % 3 {
+		case 0:
+			r.TaskRef = tk.TaskID
+		case 1:
+			r.Reply = trickyRaws[(i/3)%len(trickyRaws)]
+			if r.Reply == nil {
+				r.Reply = json.RawMessage(`{"ok":true}`)
+			}
+		case 2:
+			r.TaskRef = "t-missing"
+		}
+		st.Replies = append(st.Replies, r)
+		if i%100 == 0 {
+			st.Sessions = append(st.Sessions, schema.Session{SessionID: fmt.Sprintf("s-%d", i), ClientID: trickyStrings[i%5],
+				ClientKind: []string{"", "go"}[i%2], ConnectedAt: at, LastActivity: at.Add(time.Second),
+				Requests: int64(i) << 33, Reconnects: i, ReconnectSeconds: trickyFloats[i%len(trickyFloats)]})
+		}
+	}
+	return st
+}
+
+// The payload is json.Marshal of the canonical state, byte for byte,
+// whatever path encoded it (the checksum and old binaries depend on it).
+func TestEncodeStateIsEncodingJSON(t *testing.T) {
+	for _, n := range []int{0, 1, 5, 511, 512, 513, 1500} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			want, err := json.Marshal(canonical(richState(n)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := schema.EncodeState(richState(n), schema.CurrentSchemaVersion)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := mustSnapshot(t, richState(n), schema.CurrentSchemaVersion)
+			if !bytes.Equal(s.Payload, want) || s.Checksum != s.ComputeChecksum() {
+				t.Errorf("NewSnapshot: payload equal %v, checksum %s, computed %s", bytes.Equal(s.Payload, want), s.Checksum, s.ComputeChecksum())
+			}
+			if !bytes.Equal(got, want) {
+				i := 0
+				for i < min(len(got), len(want)) && got[i] == want[i] {
+					i++
+				}
+				t.Fatalf("payload differs from json.Marshal at byte %d:\ngot  %.200s\nwant %.200s", i, got[i:], want[i:])
+			}
+		})
+	}
+	for name, st := range map[string]*schema.State{"zero": {}, "nil lists": {ConfigVersion: "x"},
+		"empty lists": {Tasks: []schema.Task{}, Sessions: []schema.Session{}, Replies: []schema.KeptReply{}}} {
+		want, _ := json.Marshal(st)
+		got, err := schema.EncodeState(st, schema.CurrentSchemaVersion)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: got %s, %v, want %s", name, got, err, want)
+		}
+	}
+}
+
+// What encoding/json refuses, EncodeState refuses.
+func TestEncodeStateRefusesWhatEncodingJSONRefuses(t *testing.T) {
+	for name, mut := range map[string]func(*schema.Task){
+		"NaN progress": func(tk *schema.Task) { tk.Progress = math.NaN() },
+		"Inf step":     func(tk *schema.Task) { tk.Job = &schema.Job{StepSeconds: math.Inf(1)} },
+		"year 10000":   func(tk *schema.Task) { tk.CreatedAt = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) },
+		"bad raw":      func(tk *schema.Task) { tk.Checkpoint = json.RawMessage(`{"a":`) },
+		"two raws":     func(tk *schema.Task) { tk.Result = json.RawMessage(`1 2`) },
+		"raw too large": func(tk *schema.Task) {
+			tk.Result = json.RawMessage(`[` + strings.Repeat(`[`, 70) + strings.Repeat(`]`, 70) + `]`)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			st := richState(600)
+			mut(&st.Tasks[300])
+			want, wantErr := json.Marshal(canonical(st))
+			got, err := schema.EncodeState(st, schema.CurrentSchemaVersion)
+			if (err != nil) != (wantErr != nil) || !bytes.Equal(got, want) {
+				t.Fatalf("got (%.60s, %v), want (%.60s, %v)", got, err, want, wantErr)
+			}
+		})
+	}
+}
+
+// State() decodes exactly what encoding/json decodes, with the index, without
+// it, and with an index that lies.
+func TestStateIsEncodingJSON(t *testing.T) {
+	for _, n := range []int{0, 7, 600, 1500} {
+		s := mustSnapshot(t, richState(n), schema.CurrentSchemaVersion)
+		if n >= 512 && len(s.TasksIndex) < 3 {
+			t.Fatalf("%d tasks: got index %v, want one offset per chunk and the end (the fast encoder is off: "+
+				"did a type of the state change? update schema/snapshot.go's encoder and decoder)", n, s.TasksIndex)
+		}
+		want := &schema.State{}
+		if err := json.Unmarshal(s.Payload, want); err != nil {
+			t.Fatal(err)
+		}
+		indexes := map[string][]int{"stored": s.TasksIndex, "none": nil}
+		if len(s.TasksIndex) > 2 {
+			shifted := slices.Clone(s.TasksIndex)
+			shifted[1] += 5
+			indexes["shifted"] = shifted
+			indexes["short"] = s.TasksIndex[:2]
+			indexes["one chunk"] = []int{s.TasksIndex[0], s.TasksIndex[len(s.TasksIndex)-1]}
+			indexes["past the end"] = []int{s.TasksIndex[0], len(s.Payload) + 10}
+			indexes["backwards"] = []int{s.TasksIndex[2], s.TasksIndex[1], s.TasksIndex[len(s.TasksIndex)-1]}
+			indexes["negative"] = []int{-5, s.TasksIndex[len(s.TasksIndex)-1]}
+		}
+		for name, index := range indexes {
+			t.Run(fmt.Sprintf("%d/%s", n, name), func(t *testing.T) {
+				c := *s
+				c.TasksIndex = index
+				got, from, err := c.State()
+				if err != nil || from != 2 {
+					t.Fatalf("State: %v (from %d)", err, from)
+				}
+				if !reflect.DeepEqual(got, want) {
+					for i := range min(len(got.Tasks), len(want.Tasks)) {
+						if !reflect.DeepEqual(got.Tasks[i], want.Tasks[i]) {
+							t.Fatalf("task %d:\ngot  %#v\nwant %#v", i, got.Tasks[i], want.Tasks[i])
+						}
+					}
+					t.Fatalf("got a state that differs from json.Unmarshal (%d/%d tasks, %d/%d replies)",
+						len(got.Tasks), len(want.Tasks), len(got.Replies), len(want.Replies))
+				}
+			})
+		}
+	}
+}
+
+// A changed task anywhere in a large snapshot is a checksum mismatch.
+func TestLargeSnapshotTamperDetected(t *testing.T) {
+	data := mustMarshal(t, mustSnapshot(t, benchState(2000), schema.CurrentSchemaVersion))
+	for _, id := range []string{benchTaskID(0), benchTaskID(1000), benchTaskID(1999)} {
+		i := bytes.Index(data, []byte(`"task_id":"`+id+`","title":"task `))
+		if i < 0 {
+			t.Fatalf("no task %s in the snapshot", id)
+		}
+		bad := slices.Clone(data)
+		bad[i+len(`"task_id":"`+id+`","title":"task `)] ^= 1 // task 1000 -> task 0000 and so on
+		_, err := schema.UnmarshalSnapshot(bad)
+		wantErr(t, err, schema.CodeStateCorruption, "")
+		if err != nil && !strings.Contains(err.Error(), "checksum mismatch") {
+			t.Errorf("task %s: got %v, want a checksum mismatch", id, err)
+		}
+	}
+}
+
+// The stored form: a JSON header line, then the payload as it is.
+func TestSnapshotFramedForm(t *testing.T) {
+	s := mustSnapshot(t, benchState(1000), schema.CurrentSchemaVersion)
+	data := mustMarshal(t, s)
+	head, payload, ok := bytes.Cut(data, []byte("\n"))
+	if !ok {
+		t.Fatal("no header line")
+	}
+	var h map[string]any
+	if err := json.Unmarshal(head, &h); err != nil {
+		t.Fatalf("header %s: %v", head, err)
+	}
+	if h["format"] != "restartcoord-snapshot-framed-1" || h["checksum"] != s.Checksum || h["snapshot_id"] != "snap-1" ||
+		h["schema_version"] != 2.0 || h["journal_seq"] != 1234.0 || h["tasks_index"] == nil || h["canonical"] != true {
+		t.Errorf("got header %s", head)
+	}
+	if !bytes.Equal(payload, s.Payload) || !json.Valid(payload) {
+		t.Errorf("the payload is not stored as it is")
+	}
+	got, err := schema.UnmarshalSnapshot(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, s) {
+		t.Errorf("round trip changed the snapshot")
+	}
+	for name, bad := range map[string][]byte{
+		"no newline":     head,
+		"unknown format": bytes.Replace(data, []byte("framed-1"), []byte("framed-9"), 1),
+		"bad header":     bytes.Replace(data, []byte(`"journal_seq":1234`), []byte(`"journal_seq":"x"`), 1),
+		"truncated":      data[:len(data)-1],
+		"not canonical":  bytes.Replace(data, []byte(`"canonical":true,`), nil, 1),
+		"no payload":     append(slices.Clone(head), '\n'),
+	} {
+		if _, err := schema.UnmarshalSnapshot(bad); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else {
+			wantErr(t, err, schema.CodeStateCorruption, "")
+		}
+	}
+	if _, err := (&schema.Snapshot{SnapshotID: "x"}).Marshal(); err == nil {
+		t.Error("Marshal of a snapshot without payload: got no error")
+	}
+}
+
+// StateAndReplies gives State() and the replies RefReplyBodies builds,
+// whether they are made of the payload's bytes (a canonical snapshot) or
+// encoded again (one that does not say it is).
+func TestStateAndReplies(t *testing.T) {
+	for _, n := range []int{0, 7, 600, 1500} {
+		st := richState(n)
+		st.Replies = append(st.Replies, schema.KeptReply{RequestID: "", ClientID: "c", TaskRef: "t-00000", At: t0},
+			schema.KeptReply{RequestID: "<&>\u2028", ClientID: "c", TaskRef: "t-00001", At: t0})
+		s := mustSnapshot(t, st, schema.CurrentSchemaVersion)
+		if !s.Canonical {
+			t.Fatal("NewSnapshot did not mark its payload canonical")
+		}
+		want, _, err := s.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantBodies := want.RefReplyBodies()
+		plain := *s
+		plain.Canonical = false
+		plain.Checksum = plain.ComputeChecksum()
+		noIndex := *s
+		noIndex.TasksIndex = nil
+		for name, c := range map[string]*schema.Snapshot{"canonical": s, "not canonical": &plain, "no index": &noIndex} {
+			got, bodies, from, err := c.StateAndReplies()
+			if err != nil || from != 2 {
+				t.Fatalf("%d/%s: %v (from %d)", n, name, err, from)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%d/%s: state differs from State()", n, name)
+			}
+			if len(bodies) != len(want.Replies) {
+				t.Fatalf("%d/%s: %d bodies for %d replies", n, name, len(bodies), len(want.Replies))
+			}
+			for i := range bodies {
+				if !bytes.Equal(bodies[i], wantBodies[i]) {
+					t.Fatalf("%d/%s: reply %d:\ngot  %s\nwant %s", n, name, i, bodies[i], wantBodies[i])
+				}
+			}
+		}
+	}
+	// A v1 snapshot: migrated, then encoded again.
+	s := mustSnapshot(t, sampleState(), 1)
+	if s.Canonical {
+		t.Error("a v1 snapshot says its payload is canonical")
+	}
+	st, bodies, from, err := s.StateAndReplies()
+	if err != nil || from != 1 || len(bodies) != len(st.Replies) {
+		t.Fatalf("v1: %v, from %d, %d bodies", err, from, len(bodies))
+	}
+}
+
+// RefReplyBodies builds, byte for byte, what TaskReplyBody builds.
+func TestRefReplyBodiesAreTaskReplyBody(t *testing.T) {
+	st := richState(300)
+	// Every byte value at every position of an eight-byte word, in a title.
+	for c := range 256 {
+		for pos := range 9 {
+			b := []byte("abcdefghijklmnopq")
+			b[pos] = byte(c)
+			id := fmt.Sprintf("x-%03d-%d", c, pos)
+			st.Tasks = append(st.Tasks, schema.Task{TaskID: id, Title: string(b), Description: string(b[pos:]), CreatedAt: t0, UpdatedAt: t0})
+			st.Replies = append(st.Replies, schema.KeptReply{RequestID: "q" + string(b), TaskRef: id, At: t0})
+		}
+	}
+	st.Replies = append(st.Replies, schema.KeptReply{RequestID: "", TaskRef: "t-00003", At: t0})
+	tasks := map[string]*schema.Task{}
+	for i := range st.Tasks {
+		tasks[st.Tasks[i].TaskID] = &st.Tasks[i]
+	}
+	bodies := st.RefReplyBodies()
+	if len(bodies) != len(st.Replies) {
+		t.Fatalf("got %d bodies for %d replies", len(bodies), len(st.Replies))
+	}
+	refs := 0
+	for i, r := range st.Replies {
+		tk, ok := tasks[r.TaskRef]
+		if r.TaskRef == "" || !ok {
+			if bodies[i] != nil {
+				t.Errorf("reply %s without a task: got a body", r.RequestID)
+			}
+			continue
+		}
+		refs++
+		if want := schema.TaskReplyBody(r.RequestID, tk, nil); !bytes.Equal(bodies[i], want) {
+			t.Fatalf("reply %q:\ngot  %s\nwant %s", r.RequestID, bodies[i], want)
+		}
+	}
+	if refs < 2000 {
+		t.Fatalf("only %d replies by reference", refs)
+	}
+	// And what ExpandReplies does with them.
+	c := canonical(st)
+	if err := c.ExpandReplies(); err == nil {
+		t.Fatal("ExpandReplies accepted a reference to a missing task")
+	}
+}
+
+// Stored snapshots of the framed form stay readable too.
+func TestStoredFramedSnapshotsStayReadable(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		from int
+	}{{"seed-valid-framed-v1", 1}, {"seed-valid-framed-v2", 2}, {"seed-valid-framed-canonical-v2", 2}} {
+		t.Run(tc.file, func(t *testing.T) {
+			data := readCorpusBytes(t, filepath.Join("testdata", "fuzz", "FuzzUnmarshalSnapshot", tc.file))
+			if !bytes.HasPrefix(data, []byte(`{"format":"restartcoord-snapshot-framed-1"`)) {
+				t.Fatalf("%s is not framed", tc.file)
+			}
+			s, err := schema.UnmarshalSnapshot(data)
+			if err != nil {
+				t.Fatalf("UnmarshalSnapshot: %v", err)
+			}
+			st, from, err := s.State()
+			if err != nil || from != tc.from {
+				t.Fatalf("State: got (from %d, %v), want (from %d, nil)", from, err, tc.from)
+			}
+			if want := canonical(smallStateForCorpus()); !reflect.DeepEqual(st, want) {
+				t.Errorf("got state %+v, want %+v", st, want)
+			}
+		})
+	}
+}
+
+// smallStateForCorpus is fuzz_test.go's smallState, the state of the seeds.
+func smallStateForCorpus() *schema.State { return smallState() }
+
+// FuzzCanonicalDecode seals any payload as a current-schema snapshot, with
+// any task index, and checks State() against encoding/json: both refuse, or
+// both give the same state.
+func FuzzCanonicalDecode(f *testing.F) {
+	for _, st := range []*schema.State{smallState(), richState(3), richState(520), {}} {
+		s, err := schema.NewSnapshot("n", "s", "manual", t0, 1, st, schema.CurrentSchemaVersion)
+		if err != nil {
+			f.Fatal(err)
+		}
+		var idx []byte
+		for _, o := range s.TasksIndex {
+			idx = binary.AppendUvarint(idx, uint64(o))
+		}
+		f.Add([]byte(s.Payload), idx)
+	}
+	f.Add([]byte(`{"tasks":[{"task_id":"a","title":"b","status":"active","progress":1e400,"created_at":"2024-01-01T00:00:00Z","updated_at":"2024-01-01T00:00:00Z"}],"sessions":null,"replies":null,"config_version":""}`), []byte{10, 20})
+	f.Add([]byte(`{"tasks":null,"sessions":[],"replies":[],"config_version":"\u0041"}`), []byte(nil))
+	f.Fuzz(func(t *testing.T, payload, idx []byte) {
+		var index []int
+		for len(idx) > 0 {
+			v, n := binary.Uvarint(idx)
+			if n <= 0 {
+				break
+			}
+			index, idx = append(index, int(v)), idx[n:]
+		}
+		s := &schema.Snapshot{SchemaVersion: schema.CurrentSchemaVersion, NodeID: "n", SnapshotID: "s", TakenAt: t0,
+			Trigger: "manual", Payload: payload, TasksIndex: index}
+		got, _, err := s.State()
+		want := &schema.State{}
+		wantErr := json.Unmarshal(payload, want)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("State: %v; encoding/json: %v", err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("State differs from encoding/json:\ngot  %+v\nwant %+v", got, want)
+		}
+	})
+}
+
+// Random damage to a canonical payload (a byte changed, dropped, doubled):
+// State() still decodes exactly what encoding/json does, or refuses with it.
+func TestStateOfDamagedPayloadsIsEncodingJSON(t *testing.T) {
+	s := mustSnapshot(t, richState(40), schema.CurrentSchemaVersion)
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []byte(`{}[]",:\0123456789.eE+-tfnulrasx ` + "\x00\x1f\x7f\xc3\xe2\xff")
+	n := 4000
+	if testing.Short() {
+		n = 500
+	}
+	for range n {
+		p := slices.Clone([]byte(s.Payload))
+		for range 1 + rng.IntN(3) {
+			i := rng.IntN(len(p))
+			switch rng.IntN(3) {
+			case 0:
+				p[i] = alphabet[rng.IntN(len(alphabet))]
+			case 1:
+				p = slices.Delete(p, i, i+1)
+			default:
+				p = slices.Insert(p, i, p[i])
+			}
+		}
+		c := &schema.Snapshot{SchemaVersion: 2, Payload: p}
+		got, _, err := c.State()
+		want := &schema.State{}
+		wantErr := json.Unmarshal(p, want)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("payload %s\nState: %v; encoding/json: %v", p, err, wantErr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("payload %s\nState differs from encoding/json", p)
+		}
+	}
+}
+
+// --- benchmarks ----------------------------------------------------------------
+
+func benchTaskID(i int) string { return fmt.Sprintf("019%013d-%04x", i*7919, i) }
+
+// benchState is the state of node's restart benchmarks: n tasks of ~1 KB
+// and a kept reply by reference for each.
+func benchState(n int) *schema.State {
+	desc := strings.Repeat("forty-two bytes of description per line. ", 20)
+	st := &schema.State{ConfigVersion: "cfg-1"}
+	for i := range n {
+		at := t0.Add(time.Duration(i) * time.Microsecond)
+		st.Tasks = append(st.Tasks, schema.Task{TaskID: benchTaskID(i), Title: fmt.Sprintf("task %d", i),
+			Description: desc, Status: schema.TaskPending, CreatedAt: at, UpdatedAt: at})
+		st.Replies = append(st.Replies, schema.KeptReply{RequestID: fmt.Sprintf("req-%d", i), ClientID: "c1", TaskRef: st.Tasks[i].TaskID, At: at})
+	}
+	for i := range 2 {
+		st.Sessions = append(st.Sessions, schema.Session{SessionID: fmt.Sprintf("c%d", i), ClientID: fmt.Sprintf("c%d", i), ConnectedAt: t0, LastActivity: t0})
+	}
+	return st
+}
+
+// BenchmarkSnapshotWrite: encode, checksum, frame (what a graceful restart
+// does before compressing and storing).
+func BenchmarkSnapshotWrite10k(b *testing.B) {
+	st := benchState(10000)
+	for b.Loop() {
+		s, err := schema.NewSnapshot("n", "s", "restart", t0, 1, st, schema.CurrentSchemaVersion)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Marshal(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSnapshotRead: unframe, verify, decode (what a new worker does
+// after fetching and decompressing).
+func BenchmarkSnapshotRead10k(b *testing.B) {
+	s, _ := schema.NewSnapshot("n", "s", "restart", t0, 1, benchState(10000), schema.CurrentSchemaVersion)
+	data, _ := s.Marshal()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		s, err := schema.UnmarshalSnapshot(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := s.State(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSnapshotRestore10k: what a new worker does with the bytes:
+// unframe, verify, decode, and rebuild the kept replies by reference.
+func BenchmarkSnapshotRestore10k(b *testing.B) {
+	s, _ := schema.NewSnapshot("n", "s", "restart", t0, 1, benchState(10000), schema.CurrentSchemaVersion)
+	data, _ := s.Marshal()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		s, err := schema.UnmarshalSnapshot(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, _, err := s.StateAndReplies(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRefReplyBodies10k(b *testing.B) {
+	st := benchState(10000)
+	for b.Loop() {
+		st.RefReplyBodies()
+	}
+}
+
+// The encoding/json baselines the above replace.
+func BenchmarkEncodingJSONMarshal10k(b *testing.B) {
+	st := benchState(10000)
+	for b.Loop() {
+		if _, err := json.Marshal(st); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncodingJSONUnmarshal10k(b *testing.B) {
+	data, _ := json.Marshal(benchState(10000))
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		var st schema.State
+		if err := json.Unmarshal(data, &st); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkTaskReplyBody10k(b *testing.B) {
+	st := benchState(10000)
+	for b.Loop() {
+		for i := range st.Tasks {
+			schema.TaskReplyBody("req-1", &st.Tasks[i], nil)
+		}
+	}
 }

@@ -105,11 +105,11 @@ func (s *secondsFlag) Set(v string) error {
 
 // rollFlags are roll's own flags.
 type rollFlags struct {
-	group, nodes, reason, configVersion          string
-	maxUnavailable, canary                       int
-	minHealthy, healthyDeadline                  secondsFlag
-	emergency, noPreserve, dryRun, detach, quiet bool
-	timeoutSecs                                  float64
+	group, nodes, reason, configVersion   string
+	maxUnavailable, canary                int
+	minHealthy, healthyDeadline           secondsFlag
+	emergency, noPreserve, dryRun, detach bool
+	timeoutSecs                           float64
 }
 
 func (r *rollFlags) register(fs *flag.FlagSet) {
