@@ -12,22 +12,13 @@ import (
 // than SessionIdle that have nothing waiting in the buffer. Each expiry is
 // journaled, so it survives restarts like any other change.
 func (w *worker) cleanupSessions(ctx context.Context) {
-	t := time.NewTicker(w.env.CleanupInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.drained:
-			return
-		case <-t.C:
-		}
+	w.every(ctx, w.env.CleanupInterval, func() {
 		if n, err := w.expireIdleSessions(ctx); err != nil {
 			w.log.Warn("session cleanup", "err", err)
 		} else if n > 0 {
 			w.log.Info("expired idle sessions", "count", n)
 		}
-	}
+	})
 }
 
 func (w *worker) expireIdleSessions(ctx context.Context) (int, error) {

@@ -109,17 +109,11 @@ func (w *worker) start(ctx context.Context) error {
 	defer cancel()
 	opts := w.env.NATS
 	opts.Name = "restartcoord-worker-" + w.env.NodeID
-	conn, err := bus.Connect(cctx, opts)
-	if err != nil {
+	var err error
+	if w.bs, err = bus.Open(cctx, opts); err != nil {
 		return err
 	}
-	w.conn = conn
-	if w.bs, err = bus.NewStore(conn); err != nil {
-		return err
-	}
-	if err := bus.Check(cctx, w.bs.JetStream()); err != nil {
-		return err
-	}
+	w.conn = w.bs.Conn()
 	holder, err := bus.LeaseHolder(cctx, w.bs.JetStream(), schema.BucketLeases, schema.LeaseKeyNode(w.env.NodeID))
 	if err != nil {
 		return fmt.Errorf("reading node lease: %w", err)
@@ -251,8 +245,9 @@ func (w *worker) loadSnapshot(ctx context.Context) (*schema.Snapshot, []string, 
 	return nil, nil, nil
 }
 
-func (w *worker) periodicSnapshots(ctx context.Context) {
-	t := time.NewTicker(w.env.SnapshotInterval)
+// every calls fn every d until the worker stops or drains.
+func (w *worker) every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -261,17 +256,23 @@ func (w *worker) periodicSnapshots(ctx context.Context) {
 		case <-w.drained:
 			return
 		case <-t.C:
-			w.mu.Lock()
-			busy := w.maintenance
-			w.mu.Unlock()
-			if busy {
-				continue
-			}
-			if _, err := w.takeSnapshot(ctx, "periodic"); err != nil {
-				w.log.Error("periodic snapshot failed", "err", err)
-			}
+			fn()
 		}
 	}
+}
+
+func (w *worker) periodicSnapshots(ctx context.Context) {
+	w.every(ctx, w.env.SnapshotInterval, func() {
+		w.mu.Lock()
+		busy := w.maintenance
+		w.mu.Unlock()
+		if busy {
+			return
+		}
+		if _, err := w.takeSnapshot(ctx, "periodic"); err != nil {
+			w.log.Error("periodic snapshot failed", "err", err)
+		}
+	})
 }
 
 // handleIPC answers the supervisor.
