@@ -43,7 +43,7 @@ type Config struct {
 	ReplyKeep         time.Duration // 15 min: kept replies stay readable at least this long
 	CleanupInterval   time.Duration // 60 s between session cleanups (the seed's cleanup_interval)
 	SessionIdle       time.Duration // 300 s: a session idle this long with nothing buffered expires
-	CrashBackoffStart time.Duration // 200 ms
+	CrashBackoffStart time.Duration // 50 ms: a first crash is restarted at once
 	CrashBackoffMax   time.Duration // 30 s
 	HealthyReset      time.Duration // 60 s healthy resets the crash backoff
 	LeaseTTL          time.Duration // 10 s: the node-id lease
@@ -66,7 +66,7 @@ func DefaultConfig(nodeID string) Config {
 		SuspendTimeout: 5 * time.Second, SnapshotInterval: 5 * time.Minute, KeepSnapshots: 10,
 		MaxStateSize: 10 << 20, BufferExpiration: 300 * time.Second, ReplyKeep: 15 * time.Minute,
 		CleanupInterval: 60 * time.Second, SessionIdle: 300 * time.Second,
-		CrashBackoffStart: 200 * time.Millisecond, CrashBackoffMax: 30 * time.Second,
+		CrashBackoffStart: 50 * time.Millisecond, CrashBackoffMax: 30 * time.Second,
 		HealthyReset: 60 * time.Second, LeaseTTL: 10 * time.Second,
 		LogDir: filepath.Join(os.TempDir(), "restartcoord", "logs"),
 	}
