@@ -108,12 +108,23 @@ func (l *Lease) Refresh(ctx context.Context) error {
 // SetValue changes the value written on the next refresh.
 func (l *Lease) SetValue(v []byte) { l.mu.Lock(); l.value = v; l.mu.Unlock() }
 
-// Release deletes the key if it is still ours.
+// Release deletes the key if it is still ours. A refresh that landed
+// without its acknowledgement (the node stopping in the middle of one)
+// moved the revision on: the lease is adopted and released at that one.
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	rev := l.rev
 	l.mu.Unlock()
-	if err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev)); err != nil {
+	err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
+	if err != nil && errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if ok, aerr := l.Adopt(ctx); ok && aerr == nil {
+			l.mu.Lock()
+			rev = l.rev
+			l.mu.Unlock()
+			err = l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("bus: release lease %s: %w", l.key, err)
 	}
 	return nil

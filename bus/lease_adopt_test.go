@@ -43,3 +43,24 @@ func TestLeaseAdoptAfterALostAcknowledgement(t *testing.T) {
 		t.Fatal("adopted a key someone else holds")
 	}
 }
+
+// Released after a refresh that landed unacknowledged: still released.
+func TestLeaseReleaseAfterALostAcknowledgement(t *testing.T) {
+	s := newStore(t, true)
+	js := s.JetStream()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := bus.AcquireLease(ctx, js, schema.BucketLeases, "release.me", []byte("me"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "$KV."+schema.BucketLeases+".release.me", []byte("me"), jetstream.WithMsgTTL(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	if h, err := bus.LeaseHolder(ctx, js, schema.BucketLeases, "release.me"); err != nil || h != "" {
+		t.Fatalf("holder %q (%v) after release", h, err)
+	}
+}
