@@ -141,7 +141,7 @@ func (w *worker) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		w.st.restore(st, bodies, snap.JournalSeq)
+		w.st.load(st, bodies, snap.JournalSeq)
 		seq = snap.JournalSeq
 		si := schema.SnapshotInfo{SnapshotID: snap.SnapshotID, NodeID: snap.NodeID, TakenAt: snap.TakenAt,
 			Trigger: snap.Trigger, SchemaVersion: snap.SchemaVersion, JournalSeq: snap.JournalSeq,
