@@ -7,18 +7,12 @@ import (
 	"time"
 
 	"github.com/restartcoord/restartcoord/bus"
+	"github.com/restartcoord/restartcoord/internal/leaktest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// nats-server and nats.go background goroutines that end a moment
-		// after Shutdown/Close returns.
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats.go.(*Conn).flusher"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreAnyFunction("time.Sleep"),
-	)
+	goleak.VerifyTestMain(m, leaktest.Options()...)
 }
 
 // testCtx is a context that ends with the test (or after d).

@@ -4,6 +4,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/restartcoord/restartcoord/internal/leaktest"
 	"github.com/restartcoord/restartcoord/node"
 	"go.uber.org/goleak"
 )
@@ -14,14 +15,5 @@ func TestMain(m *testing.M) {
 	if node.IsWorker() {
 		os.Exit(node.RunWorker())
 	}
-	goleak.VerifyTestMain(m,
-		// nats-server and nats.go background goroutines that end a moment
-		// after Shutdown/Close returns.
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats.go.(*Conn).flusher"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreAnyFunction("time.Sleep"),
-		// The thread that forks workers lives as long as the process (Pdeathsig).
-		goleak.IgnoreTopFunction("github.com/restartcoord/restartcoord/node.startLocked.func1.1"),
-	)
+	goleak.VerifyTestMain(m, leaktest.Options()...)
 }

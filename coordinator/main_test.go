@@ -6,6 +6,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/restartcoord/restartcoord/internal/leaktest"
 	"github.com/restartcoord/restartcoord/node"
 	"go.uber.org/goleak"
 )
@@ -32,11 +33,5 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats.go.(*Conn).flusher"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreAnyFunction("time.Sleep"),
-		goleak.IgnoreTopFunction("github.com/restartcoord/restartcoord/node.startLocked.func1.1"),
-	)
+	goleak.VerifyTestMain(m, leaktest.Options()...)
 }
