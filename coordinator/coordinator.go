@@ -240,8 +240,9 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 			continue
 		}
 		c.detect(ctx)
-		c.breakerPass(ctx)
-		c.escalate(ctx, term)
+		planned := c.rollCurrent() // the nodes rolls have out, read once a pass
+		c.breakerPass(ctx, planned)
+		c.escalate(ctx, term, planned)
 		c.rollPass(ctx, term)
 		c.slowPasses(ctx, w)
 	}

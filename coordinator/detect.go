@@ -40,9 +40,8 @@ func (c *Coordinator) detect(ctx context.Context) {
 
 // breakerPass feeds the breaker the nodes unhealthy for reasons nobody
 // planned (not those a roll or an operator is restarting).
-func (c *Coordinator) breakerPass(ctx context.Context) {
+func (c *Coordinator) breakerPass(ctx context.Context, planned map[string]bool) {
 	now := time.Now()
-	planned := c.rollCurrent()
 	views := c.mem.snapshot()
 	unhealthy := 0
 	warm := now.Sub(c.started) >= 2*c.answerWindow()

@@ -12,12 +12,11 @@ import (
 // escalate climbs the ladder for every node whose supervisor answers but
 // whose worker has stayed unhealthy for UnhealthyGrace, and keeps each
 // node's ladder state in ORCH_COORD so a new leader goes on from there.
-func (c *Coordinator) escalate(ctx context.Context, term uint64) {
+func (c *Coordinator) escalate(ctx context.Context, term uint64, planned map[string]bool) {
 	if open, _ := c.brk.Open(); open {
 		return
 	}
 	now := time.Now()
-	planned := c.rollCurrent()
 	for _, v := range c.mem.snapshot() {
 		id := v.Info.NodeID
 		m := v.member(c.answerWindow(), now)
