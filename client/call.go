@@ -24,6 +24,10 @@ const maxRequestID = 128
 // says which limit.
 const jsErrStoreFailed jetstream.ErrorCode = 10077
 
+// jsErrDuplicateInProcess: "duplicate message id is in process" (a try of
+// the same message id is still being stored).
+const jsErrDuplicateInProcess jetstream.ErrorCode = 10158
+
 // Call is one request in flight, as Go and GoID return it.
 type Call struct {
 	// RequestID is the request id (the Nats-Msg-Id): DoID with it, from
@@ -256,6 +260,12 @@ func retryable(err error) bool {
 		if apiErr.ErrorCode == jsErrStoreFailed {
 			d := apiErr.Description
 			return !strings.Contains(d, "maximum") && !strings.Contains(d, "too large")
+		}
+		// 409 "duplicate message id is in process": an earlier try of this
+		// very request is still being stored (on a cluster, around a server
+		// restart); once it settles, the retry is answered as a duplicate.
+		if apiErr.ErrorCode == jsErrDuplicateInProcess {
+			return true
 		}
 		return apiErr.Code == 503 || apiErr.Code == 0
 	}

@@ -61,16 +61,25 @@ type loadRun struct {
 	errs   []error
 }
 
-// runLoad makes `per` calls from each of `clients` clients (creates, and
-// updates of the client's own counter task), each call waiting for its
-// answer, recording every request id and every acknowledged task.
-func runLoad(t *testing.T, e *env, nodeID string, clients, per int) *loadRun {
-	t.Helper()
+// loadClients creates n clients of a node, in the test's goroutine (t.Fatal
+// works only there) and before any fault is injected.
+func loadClients(e *env, nodeID string, n int) []*client.Client {
+	cs := make([]*client.Client, n)
+	for i := range cs {
+		cs[i] = e.client(fmt.Sprintf("load-%02d", i), nodeID)
+	}
+	return cs
+}
+
+// runLoad makes `per` calls from each client (creates, and updates of the
+// client's own counter task), each call waiting for its answer, recording
+// every request id and every acknowledged task. It never calls t.Fatal: it
+// runs beside the test's goroutine.
+func runLoad(clients []*client.Client, per int) *loadRun {
 	run := &loadRun{ledger: newLedger(), calls: map[string][]string{}}
 	var wg sync.WaitGroup
-	for i := range clients {
-		id := fmt.Sprintf("load-%02d", i)
-		c := e.client(id, nodeID)
+	for _, c := range clients {
+		id := c.ClientID()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -174,7 +183,8 @@ func TestLoadWithRestartsLosesNothing(t *testing.T) {
 	e.startNode(e.fastConfig("n1"))
 	tap := tapJournal(t, e, "n1")
 	done := make(chan *loadRun, 1)
-	go func() { done <- runLoad(t, e, "n1", clients, per) }()
+	cs := loadClients(e, "n1", clients)
+	go func() { done <- runLoad(cs, per) }()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	var kinds []string
 	for i := 0; i < restarts; i++ {
@@ -242,7 +252,8 @@ func TestLoadWithNATSServerRestartLosesNothing(t *testing.T) {
 	e.startNode(cfg)
 	tap := tapJournal(t, e, "n1")
 	done := make(chan *loadRun, 1)
-	go func() { done <- runLoad(t, e, "n1", 20, 100) }()
+	cs := loadClients(e, "n1", 20)
+	go func() { done <- runLoad(cs, 100) }()
 	time.Sleep(500 * time.Millisecond)
 	victim := 1
 	cluster.StopServer(victim)
