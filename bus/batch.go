@@ -3,7 +3,6 @@ package bus
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -16,18 +15,14 @@ import (
 // server's limit is 1000).
 const MaxBatch = 256
 
-// errBatchDuplicate: the batch's messages are already stored (an earlier
-// try committed; only its acknowledgement was lost).
-var errBatchDuplicate = errors.New("bus: batch already stored")
-
 // JetStream error code of "atomic publish batch contains duplicate message id".
 const jsErrAtomicDuplicate = 10201
 
 // AppendBatch writes entries to the node's journal atomically, all or none
 // (JetStream atomic batch publish), each with its message id, and returns
-// the stream sequence of the last. A batch retried after a lost
-// acknowledgement is recognised by its message ids and not stored twice;
-// then the node's last journal sequence is returned.
+// the stream sequence of the last. A batch whose message ids are already
+// stored is not stored twice: ErrJournalDuplicate is returned with the node's
+// last journal sequence.
 func (s *Store) AppendBatch(ctx context.Context, nodeID string, msgIDs []string, entries []*schema.JournalEntry) (uint64, error) {
 	switch {
 	case len(entries) == 0:
@@ -81,7 +76,7 @@ func (s *Store) AppendBatch(ctx context.Context, nodeID string, msgIDs []string,
 				if err != nil {
 					return 0, err
 				}
-				return last, nil
+				return last, ErrJournalDuplicate
 			}
 			return 0, fmt.Errorf("bus: journal batch refused: %s (%d)", ack.Error.Description, ack.Error.ErrCode)
 		}
@@ -90,5 +85,5 @@ func (s *Store) AppendBatch(ctx context.Context, nodeID string, msgIDs []string,
 		}
 		return ack.Seq, nil
 	}
-	return 0, errBatchDuplicate
+	return 0, ErrJournalDuplicate
 }

@@ -56,10 +56,8 @@ type Conn struct {
 	perms *permWatcher
 }
 
-// Connect dials NATS with reconnect settings that ride a server restart
-// (reconnect forever, buffer publishes while disconnected, a dead server
-// noticed within PingInterval*MaxPingsOut) and checks the server version.
-func Connect(ctx context.Context, o ConnOptions) (*Conn, error) {
+// WithDefaults is o with its zero fields set to the defaults Connect uses.
+func (o ConnOptions) WithDefaults() ConnOptions {
 	if o.URL == "" {
 		o.URL = DefaultURL
 	}
@@ -75,6 +73,14 @@ func Connect(ctx context.Context, o ConnOptions) (*Conn, error) {
 	if o.ReconnectWait == 0 {
 		o.ReconnectWait = 250 * time.Millisecond
 	}
+	return o
+}
+
+// Connect dials NATS with reconnect settings that ride a server restart
+// (reconnect forever, buffer publishes while disconnected, a dead server
+// noticed within PingInterval*MaxPingsOut) and checks the server version.
+func Connect(ctx context.Context, o ConnOptions) (*Conn, error) {
+	o = o.WithDefaults()
 	pw := &permWatcher{waiters: map[string][]chan error{}}
 	opts := []nats.Option{
 		nats.Name(o.Name),

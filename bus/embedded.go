@@ -78,15 +78,21 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.StoreDir, 0o755); err != nil {
+	return start(opts, cfg.Logf)
+}
+
+// start starts a server with opts (creating its store directory) and waits
+// until it takes clients.
+func start(opts *server.Options, logf func(string, ...any)) (*Embedded, error) {
+	if err := os.MkdirAll(opts.StoreDir, 0o755); err != nil {
 		return nil, fmt.Errorf("bus: store dir: %w", err)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("bus: embedded server: %w", err)
 	}
-	if cfg.Logf != nil {
-		s.SetLoggerV2(&logAdapter{cfg.Logf}, false, false, false)
+	if logf != nil {
+		s.SetLoggerV2(&logAdapter{logf}, false, false, false)
 	}
 	s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
@@ -261,4 +267,28 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartFromFile starts a nats-server from a nats-server configuration file
+// (the format of `nats-server -c`), as `restartcoord nats` does. JetStream
+// must be enabled in it. A configuration that does not fsync every write
+// before acknowledging it (jetstream { sync_interval: always }) is logged as a
+// warning: an acknowledged write could then be lost on power loss.
+func StartFromFile(path string, logf func(string, ...any)) (*Embedded, error) {
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("bus: %s: %w", path, err)
+	}
+	if !opts.JetStream {
+		return nil, fmt.Errorf("bus: %s: jetstream is not enabled (restartcoord keeps its state in JetStream)", path)
+	}
+	if opts.StoreDir == "" {
+		return nil, fmt.Errorf("bus: %s: jetstream needs a store_dir", path)
+	}
+	opts.NoSigs = true
+	opts.NoLog = logf == nil
+	if !opts.SyncAlways && logf != nil {
+		logf("nats warning: %s: jetstream sync_interval is not 'always': acknowledged writes can be lost on power loss", path)
+	}
+	return start(opts, logf)
 }

@@ -144,6 +144,9 @@ func Check(ctx context.Context, js jetstream.JetStream) error {
 	want := DefaultStoreConfig()
 	for _, sc := range want.streams() {
 		s, err := js.Stream(ctx, sc.Name)
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("bus: checking the store: stream %s: %w", sc.Name, err) // not answering: not a verdict
+		}
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("stream %s: %v", sc.Name, err))
 			continue
@@ -167,6 +170,9 @@ func Check(ctx context.Context, js jetstream.JetStream) error {
 	}
 	for _, kc := range want.buckets() {
 		kv, err := js.KeyValue(ctx, kc.Bucket)
+		if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return fmt.Errorf("bus: checking the store: bucket %s: %w", kc.Bucket, err)
+		}
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("bucket %s: %v", kc.Bucket, err))
 			continue
@@ -182,6 +188,9 @@ func Check(ctx context.Context, js jetstream.JetStream) error {
 	}
 	for _, oc := range want.objects() {
 		if _, err := js.ObjectStore(ctx, oc.Bucket); err != nil {
+			if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return fmt.Errorf("bus: checking the store: object store %s: %w", oc.Bucket, err)
+			}
 			problems = append(problems, fmt.Sprintf("object store %s: %v", oc.Bucket, err))
 		}
 	}

@@ -117,7 +117,10 @@ func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Unlock()
 	err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev))
 	if err != nil && errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		if ok, aerr := l.Adopt(ctx); ok && aerr == nil {
+		switch adopted, holder, aerr := l.Adopt(ctx); {
+		case aerr == nil && holder == "":
+			return nil // gone already: an earlier try of ours landed unacknowledged, or it expired
+		case adopted:
 			l.mu.Lock()
 			rev = l.rev
 			l.mu.Unlock()
@@ -149,20 +152,21 @@ func LeaseHolder(ctx context.Context, js jetstream.JetStream, bucket, key string
 // Adopt handles ErrLeaseLost after a refresh whose acknowledgement was lost
 // but which landed: if the key still holds this lease's value, its current
 // revision is taken as ours and the lease goes on (its term unchanged).
-// It returns false when someone else holds the key, or it is gone.
-func (l *Lease) Adopt(ctx context.Context) (bool, error) {
+// Otherwise it returns false and the holder it read: someone else's value,
+// or "" when the key is gone. One read answers both questions.
+func (l *Lease) Adopt(ctx context.Context) (adopted bool, holder string, err error) {
 	e, err := l.kv.Get(ctx, l.key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, nil
+		return false, "", nil
 	}
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if string(e.Value()) != string(l.value) {
-		return false, nil
+		return false, string(e.Value()), nil
 	}
 	l.rev = e.Revision()
-	return true, nil
+	return true, string(l.value), nil
 }

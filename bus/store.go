@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/restartcoord/restartcoord/schema"
@@ -59,8 +60,18 @@ func (s *Store) Append(ctx context.Context, nodeID, msgID string, e *schema.Jour
 	if err != nil {
 		return 0, fmt.Errorf("bus: journal append: %w", err)
 	}
+	if ack.Duplicate {
+		return ack.Sequence, ErrJournalDuplicate
+	}
 	return ack.Sequence, nil
 }
+
+// ErrJournalDuplicate: the journal already holds an entry with this message
+// id, stored by an earlier try (whose acknowledgement was lost), or by an
+// earlier worker whose write landed after this one restored: then what it
+// holds is not what this caller wrote. The sequence returned with it is the
+// stored entry's (Append) or the node's last (AppendBatch).
+var ErrJournalDuplicate = errors.New("bus: journal already holds this message id")
 
 // LastSeq is the stream sequence of the node's newest journal entry (0: none).
 func (s *Store) LastSeq(ctx context.Context, nodeID string) (uint64, error) {
@@ -85,53 +96,36 @@ func (s *Store) Replay(ctx context.Context, nodeID string, afterSeq uint64, fn f
 	if err != nil || last <= afterSeq {
 		return 0, err
 	}
-	cons, err := s.js.OrderedConsumer(ctx, schema.StreamJournal, jetstream.OrderedConsumerConfig{
+	n, seen := 0, uint64(0)
+	err = ReadAll(ctx, s.js, schema.StreamJournal, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{schema.JournalSubject(nodeID)},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy, OptStartSeq: afterSeq + 1,
-	})
-	if err != nil {
-		return 0, fmt.Errorf("bus: journal replay: %w", err)
-	}
-	n := 0
-	for {
-		// The journal is fully written: take what is there, never leave a
-		// pull request waiting behind us.
-		batch, err := cons.FetchNoWait(4096)
+	}, func(m jetstream.Msg) error {
+		md, err := m.Metadata()
 		if err != nil {
-			return n, fmt.Errorf("bus: journal replay: %w", err)
+			return err
 		}
-		got, done := 0, false
-		for m := range batch.Messages() {
-			if done {
-				continue // drain the batch
-			}
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return n, err
-			}
-			var e schema.JournalEntry
-			if err := json.Unmarshal(m.Data(), &e); err != nil {
-				return n, schema.Errorf(schema.CodeStateCorruption, "journal entry %d of %s unreadable: %v", md.Sequence.Stream, nodeID, err)
-			}
-			if err := fn(md.Sequence.Stream, &e); err != nil {
-				return n, err
-			}
-			n++
-			if md.Sequence.Stream >= last {
-				done = true
-			}
+		seen = md.Sequence.Stream
+		var e schema.JournalEntry
+		if err := json.Unmarshal(m.Data(), &e); err != nil {
+			return schema.Errorf(schema.CodeStateCorruption, "journal entry %d of %s unreadable: %v", seen, nodeID, err)
 		}
-		if done {
-			return n, nil
+		if err := fn(seen, &e); err != nil {
+			return err
 		}
-		if err := batch.Error(); err != nil {
-			return n, fmt.Errorf("bus: journal replay: %w", err)
-		}
-		if got == 0 {
-			return n, fmt.Errorf("bus: journal replay of %s stopped before sequence %d", nodeID, last)
-		}
+		n++
+		return nil
+	})
+	var se *schema.Error
+	switch {
+	case errors.As(err, &se):
+		return n, err
+	case err != nil:
+		return n, fmt.Errorf("bus: journal replay: %w", err)
+	case seen < last:
+		return n, fmt.Errorf("bus: journal replay of %s stopped before sequence %d", nodeID, last)
 	}
+	return n, nil
 }
 
 // Compact removes the node's journal entries up to and including throughSeq.
@@ -346,6 +340,37 @@ func (s *Store) PublishDurable(ctx context.Context, subj string, v any) error {
 	return err
 }
 
+// Keep publishes v as JSON to a stream subject under msgID and waits for the
+// stream's acknowledgement, trying again with backoff (100 ms growing to
+// 2 s, each try bounded by keepTry) while it gets none, until ctx ends: a
+// server lost or a leader election only delays it. The message id makes a
+// try that landed but whose acknowledgement was lost a duplicate the stream
+// drops on the next try (within the stream's duplicate window, 2 min by
+// default), so v is kept once.
+func (s *Store) Keep(ctx context.Context, subj, msgID string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var last error // the last try's own error, not a timeout: what JetStream said
+	err = backoff.Retry(func() error {
+		tctx, cancel := context.WithTimeout(ctx, keepTry)
+		defer cancel()
+		_, err := s.js.Publish(tctx, subj, data, jetstream.WithMsgID(msgID))
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			last = err
+		}
+		return err
+	}, natsBackOff(ctx, 0))
+	if err != nil && last != nil {
+		err = fmt.Errorf("%w (last answer: %v)", err, last)
+	}
+	return err
+}
+
+// keepTry bounds one try of Keep.
+const keepTry = 5 * time.Second
+
 // Publish sends v as JSON on a core subject (no acknowledgement).
 func (s *Store) Publish(subj string, v any) error {
 	data, err := json.Marshal(v)
@@ -355,46 +380,9 @@ func (s *Store) Publish(subj string, v any) error {
 	return s.conn.Publish(subj, data)
 }
 
-// ReadSubject calls fn with every message kept on subj in stream, oldest first.
+// ReadSubject calls fn with every message kept on subj in stream, oldest
+// first; subj may hold wildcards.
 func (s *Store) ReadSubject(ctx context.Context, stream, subj string, fn func(data []byte) error) error {
-	st, err := s.js.Stream(ctx, stream)
-	if err != nil {
-		return err
-	}
-	if _, err := st.GetLastMsgForSubject(ctx, subj); errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
-	if err != nil {
-		return err
-	}
-	total := info.State.Subjects[subj]
-	if total == 0 {
-		return nil
-	}
-	cons, err := s.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
-	if err != nil {
-		return err
-	}
-	var seen uint64
-	for seen < total {
-		batch, err := cons.FetchNoWait(1024)
-		if err != nil {
-			return err
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			seen++
-			if err := fn(m.Data()); err != nil {
-				return err
-			}
-		}
-		if got == 0 {
-			break
-		}
-	}
-	return nil
+	return ReadAll(ctx, s.js, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}},
+		func(m jetstream.Msg) error { return fn(m.Data()) })
 }

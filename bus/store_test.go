@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,8 +114,8 @@ func TestJournal(t *testing.T) {
 			t.Fatal(err)
 		}
 		s2, err := st.Append(ctx, "dd", "msg-1", e)
-		if err != nil {
-			t.Fatal(err)
+		if !errors.Is(err, bus.ErrJournalDuplicate) {
+			t.Fatalf("retried Append: %v, want ErrJournalDuplicate", err)
 		}
 		if s1 != s2 {
 			t.Errorf("retried Append returned %d, first %d", s2, s1)
@@ -308,6 +309,33 @@ func TestEventsReadSubject(t *testing.T) {
 	if want := []string{`{"i":0}`, `{"i":1}`, `{"i":2}`}; !slices.Equal(got, want) {
 		t.Errorf("ReadSubject = %v, want %v", got, want)
 	}
+	// A wildcard: every node's, in order, among 3,000 messages of another
+	// event (a sparse subject in a busy stream, read in several batches).
+	for i := range 3000 {
+		if err := st.Publish(schema.NodeEventSubject("n3", "job_step"), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.PublishDurable(ctx, schema.NodeEventSubject("n3", schema.EventRestartResult), map[string]int{"i": 100}); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	if err := st.ReadSubject(ctx, schema.StreamEvents, schema.NodeEventSubject("*", schema.EventRestartResult), func(data []byte) error {
+		got = append(got, string(data))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{`{"i":0}`, `{"i":1}`, `{"i":2}`, `{"i":99}`, `{"i":100}`}; !slices.Equal(got, want) {
+		t.Errorf("ReadSubject with a wildcard = %v, want %v", got, want)
+	}
+	steps := 0
+	if err := st.ReadSubject(ctx, schema.StreamEvents, schema.NodeEventSubject("*", "job_step"), func([]byte) error {
+		steps++
+		return nil
+	}); err != nil || steps != 3000 {
+		t.Errorf("ReadSubject of 3,000 messages: %d read, %v", steps, err)
+	}
 	called := false
 	if err := st.ReadSubject(ctx, schema.StreamEvents, schema.NodeEventSubject("empty", "x"), func([]byte) error {
 		called = true
@@ -318,5 +346,87 @@ func TestEventsReadSubject(t *testing.T) {
 	// A subject no stream captures fails to publish durably.
 	if err := st.PublishDurable(context.Background(), "not.captured", 1); err == nil {
 		t.Error("PublishDurable to an uncaptured subject succeeded")
+	}
+}
+
+// TestReadsLeaveNoConsumers: a stream takes at most 1,000 consumers, so
+// reads made over and over (cluster health reads the history on every call)
+// must not leave theirs behind (found by the chaos suite).
+func TestReadsLeaveNoConsumers(t *testing.T) {
+	st := newStore(t, true)
+	ctx := testCtx(t, 60*time.Second)
+	subj := schema.NodeEventSubject("n1", schema.EventRestartResult)
+	if err := st.PublishDurable(ctx, subj, map[string]int{"i": 1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1100 {
+		n := 0
+		if err := st.ReadSubject(ctx, schema.StreamEvents, subj, func([]byte) error { n++; return nil }); err != nil || n != 1 {
+			t.Fatalf("read %d: %v, %d messages", i, err, n)
+		}
+	}
+	s, err := st.JetStream().Stream(ctx, schema.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Fatalf("%d consumers left on %s after the reads", info.State.Consumers, schema.StreamEvents)
+	}
+}
+
+// Keep rides a stream that does not answer yet (here: not created yet, as
+// during an election nothing answers either), and keeps a message once even
+// when it is kept again under the same id (a retry of a try that landed).
+func TestKeepRetriesUntilStoredAndStoresOnce(t *testing.T) {
+	st := newStore(t, false)
+	ctx := testCtx(t, 30*time.Second)
+	const subj = "orch.v1.alert.critical.circuit_breaker"
+	alert := map[string]any{"alert_id": "a-1", "kind": "circuit_breaker"}
+
+	kept := make(chan error, 1)
+	go func() { kept <- st.Keep(ctx, subj, "a-1", alert) }()
+	time.Sleep(400 * time.Millisecond)
+	select {
+	case err := <-kept:
+		t.Fatalf("Keep returned %v before any stream could store it", err)
+	default:
+	}
+	if err := bus.Init(ctx, st.JetStream(), bus.DefaultStoreConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-kept; err != nil {
+		t.Fatalf("Keep after the stream came: %v", err)
+	}
+	if err := st.Keep(ctx, subj, "a-1", alert); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Keep(ctx, subj, "a-2", alert); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	if err := st.ReadSubject(ctx, schema.StreamAlerts, subj, func(data []byte) error {
+		var m map[string]any
+		if err := json.Unmarshal(data, &m); err != nil {
+			return err
+		}
+		ids = append(ids, fmt.Sprint(m["alert_id"]))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 2 {
+		t.Fatalf("stored %d messages (%v), want 2: a-1 once (kept twice under one id) and a-2", len(ids), ids)
+	}
+
+	// A context that ends first: the error says what JetStream last answered.
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := st.Keep(short, "orch.v1.nostream.here", "x", alert)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "last answer") {
+		t.Fatalf("Keep to a subject no stream holds, for 2 s: %v; want the deadline and JetStream's last answer", err)
 	}
 }

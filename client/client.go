@@ -380,18 +380,24 @@ func (c *Client) checkNode() error {
 	var regErr error
 	var kv jetstream.KeyValue
 	for {
+		// Each registry read is bounded: while the bucket elects a leader
+		// (a NATS server lost) it may not answer, and the node's own health
+		// answer must still get its turn (found by the integration tests).
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
 		if kv == nil {
-			kv, regErr = c.js.KeyValue(ctx, schema.BucketNodes)
+			kv, regErr = c.js.KeyValue(rctx, schema.BucketNodes)
 		}
 		if kv != nil {
-			_, regErr = kv.Get(ctx, c.nodeID)
+			_, regErr = kv.Get(rctx, c.nodeID)
 			if regErr == nil {
+				rcancel()
 				return nil
 			}
 			if errors.Is(regErr, jetstream.ErrKeyNotFound) || errors.Is(regErr, jetstream.ErrKeyDeleted) {
 				regErr = nil
 			}
 		}
+		rcancel()
 		if c.answersHealth(ctx) {
 			return nil
 		}

@@ -35,7 +35,7 @@ type Config struct {
 
 	HeartbeatInterval time.Duration // 1 s: the nodes' interval
 	MissedHeartbeats  int           // 3: then suspect, confirmed by a health request
-	UnhealthyGrace    time.Duration // 3 s answering but unhealthy before the ladder acts
+	UnhealthyGrace    time.Duration // 3 s unhealthy (or silent past the answer window) before the ladder acts or the breaker counts a node
 	Tick              time.Duration // 250 ms between the leader's passes
 
 	Ladder            Ladder
@@ -90,6 +90,7 @@ type Coordinator struct {
 	kick     chan struct{} // wakes the leader's pass before the next tick
 	killed   atomic.Bool
 	wg       sync.WaitGroup
+	bg       atomic.Pointer[context.Context] // Run's context, for background retries (nil outside Run)
 }
 
 // New validates cfg and returns a coordinator ready to Run.
@@ -140,28 +141,47 @@ func (c *Coordinator) Run(ctx context.Context, ready chan<- struct{}) error {
 	defer cancel()
 	opts := c.cfg.NATS
 	opts.Name = "restartcoord-" + c.cfg.ID
-	var err error
-	if c.bs, err = bus.Open(cctx, opts); err != nil {
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	// A JetStream electing leaders (a server just lost, a partition
+	// healing) delays the start rather than failing it (found by the chaos
+	// suite: a coordinator restarted then exited on "JetStream system
+	// temporarily unavailable", first from the bucket lookups, then, in a
+	// later run, from the registry watch).
+	var kv jetstream.KeyValue
+	err := bus.RetryTransient(cctx, 15*time.Second, func(err error, wait time.Duration) {
+		c.log.Warn("coordinator start: JetStream not answering; retrying", "err", err, "in", wait.Round(time.Millisecond))
+	}, func() error {
+		actx, cancel := context.WithTimeout(cctx, 3*time.Second) // one try
+		defer cancel()
+		var err error
+		if c.bs == nil {
+			if c.bs, err = bus.Open(actx, opts); err != nil {
+				return err
+			}
+		}
+		js := c.bs.JetStream()
+		if kv, err = js.KeyValue(actx, schema.BucketCoord); err != nil {
+			return err
+		}
+		nodes, err := js.KeyValue(actx, schema.BucketNodes)
+		if err != nil {
+			return err
+		}
+		// Lives as long as the coordinator; a failed try leaves nothing running.
+		return c.mem.watchRegistry(runCtx, nodes)
+	})
+	if c.bs != nil {
+		defer c.bs.Conn().Close()
+	}
+	if err != nil {
 		return err
 	}
 	conn := c.bs.Conn()
 	c.conn = conn
-	defer conn.Close()
 	js := c.bs.JetStream()
-	kv, err := js.KeyValue(cctx, schema.BucketCoord)
-	if err != nil {
-		return err
-	}
 	c.state = newStateStore(kv)
-	nodes, err := js.KeyValue(cctx, schema.BucketNodes)
-	if err != nil {
-		return err
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	if err := c.mem.watchRegistry(runCtx, nodes); err != nil {
-		return err
-	}
+	c.bg.Store(&runCtx)
 	hbSub, err := conn.Subscribe(schema.HeartbeatWildcard, c.mem.heartbeat)
 	if err != nil {
 		return err
@@ -173,10 +193,11 @@ func (c *Coordinator) Run(ctx context.Context, ready chan<- struct{}) error {
 	}
 	defer resSub.Unsubscribe()
 	if b, err := c.state.breaker(cctx); err == nil && b.Open {
-		c.brk.open, c.brk.reason = true, b.Reason
+		var at time.Time
 		if b.OpenedAt != nil {
-			c.brk.openedAt = *b.OpenedAt
+			at = *b.OpenedAt
 		}
+		c.brk.restore(b.Reason, at)
 	}
 	c.elect = &election{js: js, id: c.cfg.ID, ttl: c.cfg.LeaseTTL, margin: c.cfg.LeaseMargin, log: c.log}
 	svc, err := conn.Serve(c.serviceConfig())
@@ -208,6 +229,7 @@ func (c *Coordinator) Run(ctx context.Context, ready chan<- struct{}) error {
 	_ = svc.Stop()
 	_ = private.Stop()
 	stop()
+	c.bg.Store(nil) // no more background retries: those running end with runCtx
 	c.wg.Wait()
 	return nil
 }
@@ -236,7 +258,7 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 		case <-c.kick:
 		}
 		ok, term := c.elect.isLeader()
-		if !ok || c.killed.Load() {
+		if !ok || c.killed.Load() || !c.hearing(ctx, w) {
 			continue
 		}
 		c.detect(ctx)
@@ -246,6 +268,55 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 		c.rollPass(ctx, term)
 		c.slowPasses(ctx, w)
 	}
+}
+
+// hearing reports whether the leader can judge the fleet in this pass. The
+// heartbeats and health answers a leader misses while its own server is cut
+// off say nothing about the nodes: found by the chaos suite, a leader
+// behind a partitioned server saw 5 of 5 nodes unhealthy and opened the
+// breaker. So it judges no node
+//   - while its own connection fails a round trip,
+//   - for an answer window after that, or after its connection moved to
+//     another server (the fleet's heartbeats reach it again meanwhile),
+//   - and while the whole fleet is silent (fleetSilent).
+func (c *Coordinator) hearing(ctx context.Context, w *watches) bool {
+	fctx, cancel := context.WithTimeout(ctx, time.Second) // a round trip takes ~100 µs: a second is cut off
+	err := c.conn.FlushWithContext(fctx)
+	cancel()
+	now := time.Now()
+	reconnects := c.conn.Stats().Reconnects
+	if err != nil || reconnects != w.reconnects {
+		if w.blindAt.IsZero() || now.Sub(w.blindAt) > c.answerWindow() {
+			c.log.Warn("cut off from NATS (a round trip failed or the connection moved): judging no node until the fleet is heard again",
+				"err", err, "reconnects", reconnects)
+		}
+		w.reconnects, w.blindAt = reconnects, now
+		return false
+	}
+	if !w.blindAt.IsZero() && now.Sub(w.blindAt) < c.answerWindow() {
+		return false
+	}
+	return !c.fleetSilent(now)
+}
+
+// fleetSilent: no node at all has been heard within an answer window, for
+// less time than a cut-off connection of this coordinator can go unnoticed
+// plus two answer windows. Such silence from everyone is first taken for
+// the coordinator's own (its server cut off, its pings not timed out yet);
+// silence that outlasts that, on a connection that answers, is the fleet's.
+// Checked again where a pass judges, since a pass's own JetStream reads can
+// wait out a cut-off before it gets there.
+func (c *Coordinator) fleetSilent(now time.Time) bool {
+	last := c.mem.lastHeard()
+	silence := now.Sub(last)
+	return !last.IsZero() && silence > c.answerWindow() && silence < c.pingTimeout()+2*c.answerWindow()
+}
+
+// pingTimeout is how long a black-holed connection of this coordinator can
+// look alive: its ping interval times the pings it lets go unanswered.
+func (c *Coordinator) pingTimeout() time.Duration {
+	o := c.cfg.NATS.WithDefaults()
+	return o.PingInterval * time.Duration(o.MaxPingsOut)
 }
 
 // wake runs the leader's pass now (a restart result arrived, a wait ended)
@@ -271,17 +342,14 @@ func (c *Coordinator) restart(ctx context.Context, node string, req schema.Resta
 
 // alert publishes an alert and keeps it in ORCH_ALERTS.
 func (c *Coordinator) alert(sev schema.Severity, kind, node, msg string, details map[string]any) {
-	al := map[string]any{"type": schema.TypeAlert, "alert_id": uuid.NewString(), "severity": sev, "kind": kind,
+	id := uuid.NewString()
+	al := map[string]any{"type": schema.TypeAlert, "alert_id": id, "severity": sev, "kind": kind,
 		"message": msg, "details": details, "timestamp": time.Now().UTC(), "source": c.cfg.ID}
 	if node != "" {
 		al["node_id"] = node
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.bs.PublishDurable(ctx, schema.AlertSubject(sev, kind), al); err != nil {
-		c.log.Warn("alert not stored", "kind", kind, "err", err)
-	}
 	c.log.Warn("alert", "severity", sev, "kind", kind, "node", node, "message", msg)
+	c.keep("alert "+kind, schema.AlertSubject(sev, kind), "alert-"+id, al)
 }
 
 // event publishes a roll event and keeps it in ORCH_EVENTS.
@@ -291,11 +359,43 @@ func (c *Coordinator) event(rollID, kind string, fields map[string]any) {
 	for k, v := range fields {
 		ev[k] = v
 	}
+	c.keep("roll event "+rollID+" "+kind, schema.RollEventSubject(rollID, kind), "roll-event-"+uuid.NewString(), ev)
+}
+
+// keepFor is how long an alert or event JetStream does not acknowledge is
+// tried again, in the background: less than the streams' 2 min duplicate
+// window, so a try that landed unacknowledged is not kept twice.
+const keepFor = 90 * time.Second
+
+// keep stores v in its stream: a first try of up to 5 s in order with the
+// caller (alerts and events are read in the order they happened), then, if
+// JetStream did not acknowledge it (a server lost, an election), tries again
+// in the background for keepFor, until the coordinator stops. An alert
+// published while NATS fails over is then not lost.
+func (c *Coordinator) keep(what, subj, msgID string, v any) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := c.bs.PublishDurable(ctx, schema.RollEventSubject(rollID, kind), ev); err != nil {
-		c.log.Warn("roll event not stored", "roll", rollID, "err", err)
+	err := c.bs.Keep(ctx, subj, msgID, v)
+	cancel()
+	if err == nil {
+		return
 	}
+	bg := c.bg.Load()
+	if bg == nil {
+		c.log.Warn(what+" not stored", "err", err)
+		return
+	}
+	c.log.Warn(what+" not stored yet; trying again in the background", "err", err, "for", keepFor)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(*bg, keepFor)
+		defer cancel()
+		if err := c.bs.Keep(ctx, subj, msgID, v); err != nil {
+			c.log.Error(what+" lost: JetStream did not store it", "err", err, "tried_for", keepFor)
+			return
+		}
+		c.log.Info(what + " stored after a retry")
+	}()
 }
 
 var _ = jetstream.KeyValuePut

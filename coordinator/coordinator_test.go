@@ -3,6 +3,7 @@ package coordinator_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"syscall"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/restartcoord/restartcoord/chaos"
 	"github.com/restartcoord/restartcoord/schema"
 )
 
@@ -202,27 +205,45 @@ func TestSilentNodeIsDeclaredFailedNotRestarted(t *testing.T) {
 	}
 }
 
-func TestCircuitBreakerOpensAndResets(t *testing.T) {
-	f := newFleet(t, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// startTwoOfThreeFailing starts n01 and, configured so that they cannot
+// run a worker at all (unplanned failures), n02 and n03.
+func (f *fleet) startTwoOfThreeFailing(ctx context.Context) {
+	f.t.Helper()
 	kv, _ := f.bs.JetStream().KeyValue(ctx, schema.BucketConfig)
-	// Two of three nodes cannot run a worker at all: unplanned failures.
 	for _, id := range []string{"n02", "n03"} {
 		if _, err := kv.Put(ctx, id, []byte(`{"config_version":"bad","fail_start":true}`)); err != nil {
-			t.Fatal(err)
+			f.t.Fatal(err)
 		}
 	}
 	f.startNodes(1)
 	f.startNodeNoWait("n02", 1)
 	f.startNodeNoWait("n03", 2)
+}
+
+func TestCircuitBreakerOpensAndResets(t *testing.T) {
+	f := newFleet(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f.startTwoOfThreeFailing(ctx)
 	f.startCoordinator("c1")
 	var h schema.ClusterHealth
 	f.waitFor(20*time.Second, "the breaker to open", func() bool {
 		return f.cluster(schema.OpClusterHealth, map[string]any{}, &h) == nil && h.CircuitBreaker.Open
 	})
-	if !strings.Contains(h.CircuitBreaker.Reason, "2 of 3") || len(f.alerts(schema.SeverityCritical, "circuit_breaker_open")) == 0 {
-		t.Fatalf("breaker %+v, or no circuit_breaker_open alert", h.CircuitBreaker)
+	// 2 of 3, or 2 of 2 when the first pass has not heard n01 yet (a node
+	// not heard from is not counted until the coordinator is warm).
+	if r := h.CircuitBreaker.Reason; !strings.Contains(r, "2 of 3") && !strings.Contains(r, "2 of 2") {
+		t.Fatalf("breaker %+v", h.CircuitBreaker)
+	}
+	// The alert is stored just after the breaker opens in memory.
+	f.waitFor(10*time.Second, "the circuit_breaker_open alert", func() bool {
+		return len(f.alerts(schema.SeverityCritical, "circuit_breaker_open")) > 0
+	})
+	// The alert names the nodes it counted, and why.
+	details, _ := f.alerts(schema.SeverityCritical, "circuit_breaker_open")[0]["details"].(map[string]any)
+	counted, _ := details["nodes"].(map[string]any)
+	if len(counted) != 2 || counted["n02"] == nil || counted["n03"] == nil {
+		t.Fatalf("alert details %v: want n02 and n03 counted", details)
 	}
 	// While it is open, no roll starts (and the ladder makes no restart).
 	err := f.cluster(schema.OpRollStart, map[string]any{"selector": map[string]any{"group": "default"}}, &schema.RollStatus{})
@@ -294,5 +315,225 @@ func TestAbortedRollSeesItsNodeThroughAndStartsNoMore(t *testing.T) {
 	time.Sleep(time.Second)
 	if s := f.rollStatus(st.RollID); s.Done != 1 || len(rollResults(f.restartResults(), st.RollID)) != 1 {
 		t.Fatalf("an aborted roll went on: %+v", s)
+	}
+}
+
+// A node declared failed is often being restarted by systemd or Docker: a
+// roll waits for it for its healthy_deadline, and pauses only after that
+// (found by the chaos suite: a roll started while a killed node was coming
+// back paused at once and never went on).
+func TestRollWaitsForAFailedNodeToRejoin(t *testing.T) {
+	f := newFleet(t, false)
+	f.startNodes(2)
+	cmd := f.startNodeProcess("n09", 9)
+	f.startCoordinator("c1")
+	f.waitFor(10*time.Second, "n09 in view", func() bool { return f.nodes()["n09"].Healthy })
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	f.waitFor(10*time.Second, "n09 declared failed", func() bool { return f.nodes()["n09"].Failed })
+
+	// A short healthy_deadline: n09 stays away past it, the roll pauses and says why.
+	var st schema.RollStatus
+	if err := f.cluster(schema.OpRollStart, map[string]any{"selector": map[string]any{"group": "default"},
+		"min_healthy_time": 0.1, "healthy_deadline": 2}, &st); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(15*time.Second, "the roll to pause", func() bool { return f.rollStatus(st.RollID).State == schema.RollPaused })
+	if s := f.rollStatus(st.RollID); !strings.Contains(s.Message, "n09") {
+		t.Fatalf("paused roll %+v", s)
+	}
+	if err := f.cluster(schema.OpRollAbort, map[string]any{"roll_id": st.RollID}, &st); err != nil {
+		t.Fatal(err)
+	}
+
+	// A long one: the roll waits, n09 comes back, the roll finishes.
+	if err := f.cluster(schema.OpRollStart, map[string]any{"selector": map[string]any{"group": "default"},
+		"min_healthy_time": 0.1, "healthy_deadline": 60}, &st); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if s := f.rollStatus(st.RollID); s.State != schema.RollRunning {
+		t.Fatalf("roll %s while n09 may still come back: %+v", s.State, s)
+	}
+	f.startNodeProcess("n09", 9)
+	f.waitRoll(st.RollID, 90*time.Second)
+}
+
+// The breaker's opening alert is kept even when ORCH_ALERTS does not answer
+// at the moment it opens (here: the stream is full and refuses every
+// publish for a while, as it answers none during an election): the coordinator tries again in the
+// background, and the alert is stored (once) when the stream is back.
+func TestBreakerAlertKeptThroughAnAlertsOutage(t *testing.T) {
+	f := newFleet(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js := f.bs.JetStream()
+	f.startTwoOfThreeFailing(ctx)
+	// ORCH_ALERTS full, taking no new message: every publish is refused.
+	st, err := js.Stream(ctx, schema.StreamAlerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	full := cfg
+	full.MaxMsgs, full.Discard = 1, jetstream.DiscardNew
+	if _, err := js.UpdateStream(ctx, full); err != nil {
+		t.Fatal(err)
+	}
+	// The filler makes sure it holds one message; a node's own alert may have
+	// got there first, and then the filler is refused, which is the point.
+	filler := func() error {
+		_, err := js.Publish(ctx, schema.AlertSubject(schema.SeverityInfo, "test_filler"), []byte(`{}`))
+		return err
+	}
+	if err := filler(); err != nil && !isMaxMsgs(err) {
+		t.Fatal(err)
+	}
+	if err := filler(); !isMaxMsgs(err) {
+		t.Fatalf("ORCH_ALERTS still takes messages: %v", err)
+	}
+	f.startCoordinator("c1")
+	var h schema.ClusterHealth
+	f.waitFor(20*time.Second, "the breaker to open", func() bool {
+		return f.cluster(schema.OpClusterHealth, map[string]any{}, &h) == nil && h.CircuitBreaker.Open
+	})
+	time.Sleep(6 * time.Second) // past the first try, which cannot be acknowledged
+	if n := len(f.alerts(schema.SeverityCritical, "circuit_breaker_open")); n != 0 {
+		t.Fatalf("%d circuit_breaker_open alerts stored while the stream took none", n)
+	}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(20*time.Second, "the circuit_breaker_open alert stored", func() bool {
+		return len(f.alerts(schema.SeverityCritical, "circuit_breaker_open")) > 0
+	})
+	time.Sleep(3 * time.Second) // any second copy would land by now
+	// The breaker may have closed and opened again meanwhile (a new alert),
+	// but no alert is stored twice.
+	seen := map[string]bool{}
+	for _, a := range f.alerts(schema.SeverityCritical, "circuit_breaker_open") {
+		id := fmt.Sprint(a["alert_id"])
+		if seen[id] {
+			t.Fatalf("alert %s stored twice", id)
+		}
+		seen[id] = true
+	}
+}
+
+// A coordinator started while JetStream has no quorum (two of three servers
+// down) starts once they are back, instead of exiting on "JetStream system
+// temporarily unavailable" (found by the chaos suite: a coordinator
+// restarted during an election exited and needed its supervisor).
+func TestCoordinatorStartRidesAJetStreamOutage(t *testing.T) {
+	f := newFleet(t, true)
+	f.cl.StopServer(1)
+	f.cl.StopServer(2)
+	back := make(chan struct{})
+	go func() {
+		defer close(back)
+		time.Sleep(3 * time.Second)
+		for _, i := range []int{1, 2} {
+			if err := f.cl.Start(i); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	f.startCoordinator("c1") // fails the test if Run returns
+	<-back
+	var h schema.ClusterHealth
+	f.waitFor(20*time.Second, "cluster health from the coordinator", func() bool {
+		return f.cluster(schema.OpClusterHealth, map[string]any{}, &h) == nil && h.Leader == "c1"
+	})
+}
+
+// A leader cut off from NATS (its server black-holed, as a partition does)
+// misses every heartbeat and health answer: that says nothing about the
+// nodes, so it declares none failed and does not open the breaker; once it
+// hears the fleet again it judges as before (found by the chaos suite: a
+// leader behind a partitioned server saw 5 of 5 nodes unhealthy).
+func TestCutOffLeaderJudgesNoNode(t *testing.T) {
+	f := newFleet(t, true)
+	f.startNodes(3)
+	target := strings.TrimPrefix(f.cl.Servers[0].URL(), "nats://")
+	px, err := chaos.NewProxy("c1-nats", "127.0.0.1:0", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = px.Close() })
+	cfg := f.coordConfig("c1")
+	cfg.NATS.URL = "nats://" + px.Addr()
+	// The default lease: a cut-off leader keeps its office (by its own
+	// clock) for up to 6 s, long past the 0.8 s in which it hears nothing.
+	cfg.LeaseTTL, cfg.LeaseMargin = 8*time.Second, 2*time.Second
+	f.startCoordinatorWith(cfg)
+	var h schema.ClusterHealth
+	f.waitFor(20*time.Second, "c1 leading 3 healthy nodes", func() bool {
+		return f.cluster(schema.OpClusterHealth, map[string]any{}, &h) == nil && h.Leader == "c1" && h.NodesHealthy == 3
+	})
+	px.Blackhole()
+	t.Logf("c1's server black-holed at %s", time.Now().UTC().Format("15:04:05.000"))
+	time.Sleep(5 * time.Second) // past 3 missed heartbeats and the ping timeout: c1 reconnects elsewhere
+	px.Heal()
+	var herr error
+	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		herr = f.cluster(schema.OpClusterHealth, map[string]any{}, &h)
+		if herr == nil && h.Leader == "c1" && h.NodesHealthy == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("c1 not leading 3 healthy nodes 40 s after the heal: %v %+v", herr, h)
+		}
+	}
+	time.Sleep(2 * time.Second) // alerts from the blind time would be stored by now
+	if n := len(f.alerts(schema.SeverityCritical, "circuit_breaker_open")); n != 0 || h.CircuitBreaker.Open {
+		t.Errorf("breaker opened %d times (open now: %v) by a leader that could not hear the fleet", n, h.CircuitBreaker.Open)
+	}
+	if a := f.alerts(schema.SeverityCritical, "health_check_failed"); len(a) != 0 {
+		t.Errorf("%d nodes declared failed by a leader that could not hear them: %v", len(a), a)
+	}
+}
+
+// isMaxMsgs: a publish refused because its stream is full (DiscardNew).
+func isMaxMsgs(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum messages exceeded")
+}
+
+// Nodes cut off from NATS for a moment (their server partitioned until
+// they move to another) fall silent together; the breaker waits that out
+// for the unhealthy grace, as the ladder does, instead of opening on a
+// blip (found by the chaos suite: a NATS server partitioned for 7 s
+// silenced 3 of 5 nodes and the breaker opened 3 s later).
+func TestShortCutOffOfMostNodesOpensNoBreaker(t *testing.T) {
+	f := newFleet(t, false)
+	f.startNodes(1)
+	px, err := chaos.NewProxy("n02-n03-nats", "127.0.0.1:0", strings.TrimPrefix(f.url, "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = px.Close() })
+	for i, id := range []string{"n02", "n03"} {
+		cfg := f.nodeConfig(id, i+1)
+		cfg.NATS.URL = "nats://" + px.Addr()
+		<-f.runNode(cfg)
+	}
+	cfg := f.coordConfig("c1")
+	cfg.UnhealthyGrace = 3 * time.Second // the default
+	f.startCoordinatorWith(cfg)
+	var h schema.ClusterHealth
+	f.waitFor(20*time.Second, "c1 leading 3 healthy nodes", func() bool {
+		return f.cluster(schema.OpClusterHealth, map[string]any{}, &h) == nil && h.Leader == "c1" && h.NodesHealthy == 3
+	})
+	// 1.5 s: past the 0.8 s in which three heartbeats are missed, well
+	// short of that plus the 3 s grace.
+	px.Blackhole()
+	time.Sleep(1500 * time.Millisecond)
+	px.Heal()
+	f.waitFor(20*time.Second, "3 healthy nodes again", func() bool {
+		return f.cluster(schema.OpClusterHealth, map[string]any{}, &h) == nil && h.NodesHealthy == 3
+	})
+	time.Sleep(2 * time.Second) // an alert from the cut-off would be stored by now
+	if n := len(f.alerts(schema.SeverityCritical, "circuit_breaker_open")); n != 0 || h.CircuitBreaker.Open {
+		t.Fatalf("breaker opened %d times (open now: %v) on a 1.5 s cut-off", n, h.CircuitBreaker.Open)
 	}
 }

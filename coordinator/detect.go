@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -18,6 +19,9 @@ const healthConfirm = 200 * time.Millisecond
 // restarted (a node that does not answer can only be waited for).
 func (c *Coordinator) detect(ctx context.Context) {
 	now := time.Now()
+	if c.fleetSilent(now) {
+		return
+	}
 	for _, id := range c.mem.suspects(c.cfg.HeartbeatInterval, c.cfg.MissedHeartbeats, now) {
 		hctx, cancel := context.WithTimeout(ctx, healthConfirm)
 		var h schema.Health
@@ -42,8 +46,11 @@ func (c *Coordinator) detect(ctx context.Context) {
 // planned (not those a roll or an operator is restarting).
 func (c *Coordinator) breakerPass(ctx context.Context, planned map[string]bool) {
 	now := time.Now()
+	if c.fleetSilent(now) {
+		return
+	}
 	views := c.mem.snapshot()
-	unhealthy := 0
+	counted := map[string]string{} // node -> why it counts, for the alert
 	warm := now.Sub(c.started) >= 2*c.answerWindow()
 	total := 0
 	for _, v := range views {
@@ -55,8 +62,11 @@ func (c *Coordinator) breakerPass(ctx context.Context, planned map[string]bool) 
 		if m.Healthy || m.Restarting || planned[m.ID] {
 			continue
 		}
-		unhealthy++
+		if why, ok := countsForBreaker(v, m, now, c.answerWindow(), c.cfg.UnhealthyGrace); ok {
+			counted[m.ID] = why
+		}
 	}
+	unhealthy := len(counted)
 	if !c.brk.Observe(unhealthy, total, now) {
 		return
 	}
@@ -66,12 +76,36 @@ func (c *Coordinator) breakerPass(ctx context.Context, planned map[string]bool) 
 		t := now.UTC()
 		st.OpenedAt = &t
 		c.alert(schema.SeverityCritical, "circuit_breaker_open", "", "circuit breaker open: automatic restarts and rolls stop: "+reason,
-			map[string]any{"unhealthy": unhealthy, "total": total})
+			map[string]any{"unhealthy": unhealthy, "total": total, "nodes": counted})
 	} else {
 		c.alert(schema.SeverityInfo, "circuit_breaker_closed", "", "circuit breaker closed: the unhealthy count stayed under the threshold",
 			map[string]any{"unhealthy": unhealthy, "total": total})
 	}
 	_ = c.state.putBreaker(ctx, st)
+}
+
+// countsForBreaker says whether, and why, the breaker counts a node that is
+// neither healthy nor being restarted: one unhealthy for the unhealthy grace
+// (the wait the ladder gives it too), silent for the answer window plus that
+// grace, or registered and never heard. A shorter blip counts for nothing: a
+// NATS server partitioned for a few seconds silences the nodes on it until
+// they notice and move to another server, and the breaker opened on that
+// (found by the chaos suite).
+func countsForBreaker(v NodeView, m Member, now time.Time, window, grace time.Duration) (string, bool) {
+	switch {
+	case v.LastHeartbeat.IsZero():
+		return "never heard", true
+	case !m.Answering && v.Heartbeat.Healthy:
+		silent := now.Sub(v.LastHeartbeat)
+		return fmt.Sprintf("silent for %s", silent.Round(time.Millisecond)), silent >= window+grace
+	case !m.Answering:
+		bad := now.Sub(v.UnhealthySince)
+		return fmt.Sprintf("unhealthy for %s, then silent for %s", bad.Round(time.Millisecond),
+			now.Sub(v.LastHeartbeat).Round(time.Millisecond)), bad >= grace
+	}
+	bad := now.Sub(v.UnhealthySince)
+	return fmt.Sprintf("unhealthy for %s (phase %s)", bad.Round(time.Millisecond), cmp.Or(v.Heartbeat.Phase, "unknown")),
+		bad >= grace
 }
 
 // answerWindow: a node heard from within this window is answering.

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -171,12 +172,15 @@ func (l Ladder) delay(f Facts, now time.Time) time.Duration {
 // Breaker is the cluster circuit breaker (level 4): when more than a third
 // of the selected nodes (and at least Min) are unhealthy for reasons nobody
 // planned, automatic restarts and rolls stop; it closes by itself once the
-// count has stayed under the threshold for CloseAfter, or by a reset.
+// count has stayed under the threshold for CloseAfter, or by a reset. The
+// leader's pass observes it while the reset endpoint and readers run on
+// other goroutines: its state is behind mu.
 type Breaker struct {
 	Fraction   float64       // 1/3
 	Min        int           // 2
 	CloseAfter time.Duration // 5 min
 
+	mu        sync.Mutex
 	open      bool
 	openedAt  time.Time
 	belowFrom time.Time
@@ -187,12 +191,25 @@ type Breaker struct {
 func NewBreaker() *Breaker { return &Breaker{Fraction: 1.0 / 3, Min: 2, CloseAfter: 5 * time.Minute} }
 
 // Open reports whether the breaker is open, and why.
-func (b *Breaker) Open() (bool, string) { return b.open, b.reason }
+func (b *Breaker) Open() (bool, string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.open, b.reason
+}
+
+// restore opens the breaker as a former leader left it (from ORCH_COORD).
+func (b *Breaker) restore(reason string, openedAt time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.open, b.reason, b.openedAt = true, reason, openedAt
+}
 
 // Observe feeds the breaker a count: unplanned unhealthy nodes (not the
 // ones a roll or an operator is restarting) out of total. It returns true
 // when the state changed.
 func (b *Breaker) Observe(unhealthy, total int, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	over := total > 0 && unhealthy >= b.Min && float64(unhealthy) > b.Fraction*float64(total)
 	switch {
 	case !b.open && over:
@@ -216,6 +233,8 @@ func (b *Breaker) Observe(unhealthy, total int, now time.Time) bool {
 
 // Reset closes the breaker by hand (`restartcoord breaker reset`).
 func (b *Breaker) Reset() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	was := b.open
 	b.open, b.reason, b.belowFrom = false, "", time.Time{}
 	return was

@@ -24,6 +24,7 @@ import (
 
 type fleet struct {
 	t    *testing.T
+	cl   *bus.Cluster // nil with one embedded server
 	url  string
 	conn *bus.Conn
 	bs   *bus.Store
@@ -39,13 +40,14 @@ func newFleet(t *testing.T, cluster bool) *fleet {
 	defer cancel()
 	sc := bus.DefaultStoreConfig()
 	var url string
+	var cl *bus.Cluster
 	if cluster {
 		c, err := bus.StartCluster(ctx, 3, filepath.Join(dir, "nats"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(c.Stop)
-		url, sc.Replicas = c.URLs(), 3
+		url, sc.Replicas, cl = c.URLs(), 3, c
 	} else {
 		srv, err := bus.StartEmbedded(bus.DefaultEmbeddedConfig(filepath.Join(dir, "nats")))
 		if err != nil {
@@ -63,7 +65,7 @@ func newFleet(t *testing.T, cluster bool) *fleet {
 	if err := bus.Init(ctx, bs.JetStream(), sc); err != nil {
 		t.Fatal(err)
 	}
-	return &fleet{t: t, url: url, conn: conn, bs: bs, dir: dir}
+	return &fleet{t: t, cl: cl, url: url, conn: conn, bs: bs, dir: dir}
 }
 
 func (f *fleet) nodeConfig(id string, priority int) node.Config {
@@ -84,37 +86,38 @@ func (f *fleet) startNodes(n int) []string { return f.startNodesFrom(1, n) }
 func (f *fleet) startNodesFrom(first, n int) []string {
 	f.t.Helper()
 	var ids []string
-	var wg sync.WaitGroup
+	var readies []<-chan struct{}
 	for i := first - 1; i < first-1+n; i++ {
 		id := fmt.Sprintf("n%02d", i+1)
 		ids = append(ids, id)
-		sup, err := node.NewSupervisor(f.nodeConfig(id, i))
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		ready, done := make(chan struct{}), make(chan struct{})
-		go func() { defer close(done); _ = sup.Run(ctx, ready) }()
-		wg.Add(1)
-		go func() { defer wg.Done(); <-ready }()
-		f.t.Cleanup(func() { cancel(); <-done })
+		readies = append(readies, f.runNode(f.nodeConfig(id, i)))
 	}
-	wg.Wait()
+	for _, r := range readies {
+		<-r
+	}
 	return ids
+}
+
+// runNode runs a node in this process until the test ends; the channel
+// closes when its worker is ready.
+func (f *fleet) runNode(cfg node.Config) <-chan struct{} {
+	f.t.Helper()
+	sup, err := node.NewSupervisor(cfg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready, done := make(chan struct{}), make(chan struct{})
+	go func() { defer close(done); _ = sup.Run(ctx, ready) }()
+	f.t.Cleanup(func() { cancel(); <-done })
+	return ready
 }
 
 // startNodeNoWait runs a node whose worker may never become ready; it
 // returns once the node's endpoints answer.
 func (f *fleet) startNodeNoWait(id string, priority int) {
 	f.t.Helper()
-	sup, err := node.NewSupervisor(f.nodeConfig(id, priority))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = sup.Run(ctx, nil) }()
-	f.t.Cleanup(func() { cancel(); <-done })
+	f.runNode(f.nodeConfig(id, priority))
 	f.waitFor(30*time.Second, "node "+id+" answering", func() bool {
 		var h schema.Health
 		return f.conn.RequestJSON(context.Background(), schema.NodeSubject(id, schema.OpHealth), nil, nil, &h) == nil
@@ -162,14 +165,26 @@ type runningCoord struct {
 
 func (f *fleet) startCoordinator(id string) *runningCoord {
 	f.t.Helper()
-	c, err := coordinator.New(f.coordConfig(id))
+	return f.startCoordinatorWith(f.coordConfig(id))
+}
+
+func (f *fleet) startCoordinatorWith(cfg coordinator.Config) *runningCoord {
+	f.t.Helper()
+	id := cfg.ID
+	c, err := coordinator.New(cfg)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan struct{}), make(chan struct{})
-	go func() { defer close(done); _ = c.Run(ctx, ready) }()
-	<-ready
+	var runErr error
+	go func() { defer close(done); runErr = c.Run(ctx, ready) }()
+	select {
+	case <-ready:
+	case <-done:
+		cancel()
+		f.t.Fatalf("coordinator %s did not start: %v", id, runErr)
+	}
 	var once sync.Once
 	stop := func() { once.Do(func() { cancel(); <-done }) }
 	f.t.Cleanup(stop)

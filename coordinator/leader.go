@@ -94,7 +94,7 @@ func (e *election) step(ctx context.Context) {
 	if l != nil {
 		err := l.Refresh(cctx)
 		if errors.Is(err, bus.ErrLeaseLost) {
-			if ok, _ := l.Adopt(cctx); ok {
+			if ok, _, _ := l.Adopt(cctx); ok {
 				return // an earlier refresh landed; only its acknowledgement was lost
 			}
 		}

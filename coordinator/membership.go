@@ -30,8 +30,9 @@ type NodeView struct {
 
 // membership keeps the registry (ORCH_NODES) and heartbeats in view.
 type membership struct {
-	mu    sync.Mutex
-	nodes map[string]*NodeView
+	mu      sync.Mutex
+	nodes   map[string]*NodeView
+	lastAny time.Time // the last heartbeat from any node
 }
 
 func newMembership() *membership { return &membership{nodes: map[string]*NodeView{}} }
@@ -106,6 +107,14 @@ func (m *membership) heartbeat(msg *nats.Msg) {
 		v.HealthySince = time.Time{}
 	}
 	v.LastHeartbeat, v.Heartbeat, v.Failed = now, hb, false
+	m.lastAny = now
+}
+
+// lastHeard is when the last heartbeat from any node arrived (zero: none yet).
+func (m *membership) lastHeard() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastAny
 }
 
 // restarted records a node's restart result (for the frequency alert).

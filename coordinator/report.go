@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/schema"
 )
 
@@ -51,49 +52,15 @@ func (c *Coordinator) history(ctx context.Context, f historyFilter) ([]schema.Re
 	if !f.since.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &f.since
 	}
-	st, err := c.bs.JetStream().Stream(ctx, schema.StreamEvents)
-	if err != nil {
-		return nil, err
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(cfg.FilterSubjects[0]))
-	if err != nil {
-		return nil, err
-	}
-	var total uint64
-	for _, n := range info.State.Subjects {
-		total += n
-	}
 	var out []schema.RestartResult
-	if total == 0 {
-		return out, nil
-	}
-	cons, err := c.bs.JetStream().OrderedConsumer(ctx, schema.StreamEvents, cfg)
-	if err != nil {
-		return nil, err
-	}
-	for seen := uint64(0); seen < total; {
-		batch, err := cons.FetchNoWait(1000)
-		if err != nil {
-			return nil, err
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			seen++
-			var r schema.RestartResult
-			if json.Unmarshal(m.Data(), &r) != nil {
-				continue
-			}
-			if f.reason != "" && r.Reason != f.reason {
-				continue
-			}
+	err := bus.ReadAll(ctx, c.bs.JetStream(), schema.StreamEvents, cfg, func(m jetstream.Msg) error {
+		var r schema.RestartResult
+		if json.Unmarshal(m.Data(), &r) == nil && (f.reason == "" || r.Reason == f.reason) {
 			out = append(out, r)
 		}
-		if got == 0 {
-			break
-		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // HistoryEntry is one restart of cluster.history.

@@ -201,7 +201,7 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 				pr := Progress{Done: setOf(r.Done), Current: r.Current, Failed: map[string]bool{}}
 				step := Next(selected, r.Plan, pol, pr)
 				if len(step.Start) == 0 && len(r.Current) == 0 {
-					if stuck := c.stuckOn(ctx, selected, r); len(stuck) > 0 {
+					if stuck := c.stuckOn(ctx, selected, r, pol.HealthyDeadline, now); len(stuck) > 0 {
 						// Nothing will free the budget by itself: pause and say why.
 						r.State = schema.RollPaused
 						r.Message = fmt.Sprintf("paused: blocked by %v (quarantined or declared failed); release or forget them, or raise max_unavailable, then resume", stuck)
@@ -273,8 +273,11 @@ func (c *Coordinator) sendRollRestart(ctx context.Context, r *rollRecord, id str
 }
 
 // stuckOn lists the selected nodes that block a roll and will not recover
-// by themselves: unavailable and quarantined, or declared failed.
-func (c *Coordinator) stuckOn(ctx context.Context, selected []Member, r *rollRecord) []string {
+// by themselves: unavailable and quarantined, or declared failed for longer
+// than the roll's healthy deadline. A node declared failed a moment ago is
+// often being restarted (by systemd, Docker or Kubernetes) and rejoins: the
+// roll waits for it rather than pausing at once (found by the chaos suite).
+func (c *Coordinator) stuckOn(ctx context.Context, selected []Member, r *rollRecord, grace time.Duration, now time.Time) []string {
 	done := setOf(r.Done)
 	var stuck []string
 	blocking := 0
@@ -285,7 +288,7 @@ func (c *Coordinator) stuckOn(ctx context.Context, selected []Member, r *rollRec
 		blocking++
 		v, _ := c.mem.get(m.ID)
 		ns, _, _ := c.state.getNode(ctx, m.ID)
-		if ns.Quarantined || v.Failed {
+		if ns.Quarantined || (v.Failed && now.Sub(v.FailedAt) >= grace) {
 			stuck = append(stuck, m.ID)
 		}
 	}

@@ -15,10 +15,13 @@ import (
 // on SLO violations and the reconnection rate.
 const ReportEvery = time.Hour
 
-// watches are the leader's slower passes: SLO alerts from the report, and
+// watches is the leader loop's own state: whether it can hear the fleet
+// (hearing), and its slower passes: SLO alerts from the report, and
 // maintenance due (a node runs an older configuration than the one stored
 // for it: a configuration_update restart is pending).
 type watches struct {
+	reconnects   uint64    // the connection's reconnects seen by hearing
+	blindAt      time.Time // when hearing last found the leader cut off
 	lastReport   time.Time
 	lastMaint    time.Time
 	maintAlerted map[string]string // node -> config version alerted

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/node"
 	"github.com/restartcoord/restartcoord/schema"
@@ -162,6 +163,58 @@ func TestNodeIDHeldBySilentHolderIsWaitedFor(t *testing.T) {
 
 // A lease that expired under a live node (its refreshes delayed by a slow
 // NATS) and that nobody else took is taken again; the node keeps serving.
+// TestNodeIDTakenByAnotherStopsTheNode: a supervisor whose lease expired
+// and is now held by another instance kills its worker and Run returns
+// ErrNodeIDTaken (so systemd or Docker see the node exit with a failure),
+// leaving the other's lease and registry entry alone. Before, it killed the
+// worker and stayed up answering unhealthy with no loop running, for ever.
+func TestNodeIDTakenByAnotherStopsTheNode(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.fastConfig("n1")
+	sup, err := node.NewSupervisor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- sup.Run(runCtx, ready) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("n1 did not start: %v", err)
+	}
+	pid := e.health("n1").WorkerPID
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, _ := e.bs.JetStream().KeyValue(ctx, schema.BucketLeases)
+	const other = "n1@elsewhere/1/00000000"
+	if err := kv.Delete(ctx, schema.LeaseKeyNode("n1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, schema.LeaseKeyNode("n1"), []byte(other), jetstream.KeyTTL(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, node.ErrNodeIDTaken) || !strings.Contains(err.Error(), other) {
+			t.Fatalf("Run returned %v, want ErrNodeIDTaken naming %s", err, other)
+		}
+	case <-time.After(3 * cfg.LeaseTTL):
+		t.Fatalf("Run did not return within %s of another instance taking the node id", 3*cfg.LeaseTTL)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("worker %d still there after the node id was lost: %v", pid, err)
+	}
+	if h, err := busLeaseHolder(e, "n1"); err != nil || h != other {
+		t.Errorf("lease holder %q (%v) after n1 stopped, want %q left alone", h, err, other)
+	}
+	nodes, _ := e.bs.JetStream().KeyValue(ctx, schema.BucketNodes)
+	if _, err := nodes.Get(ctx, "n1"); err != nil {
+		t.Errorf("registry entry of n1 after it stopped: %v; the new holder's entry must be left alone", err)
+	}
+}
+
 func TestExpiredNodeLeaseNobodyTookIsRetaken(t *testing.T) {
 	e := newEnv(t)
 	e.startNode(e.fastConfig("n1"))

@@ -113,6 +113,19 @@ func (e *env) startNode(cfg node.Config) {
 	})
 }
 
+// heartbeats subscribes to a node's heartbeats for the rest of the test,
+// keeping up to n not yet read.
+func (e *env) heartbeats(nodeID string, n int) <-chan *nats.Msg {
+	e.t.Helper()
+	ch := make(chan *nats.Msg, n)
+	sub, err := e.conn.ChanSubscribe(schema.HeartbeatSubject(nodeID), ch)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return ch
+}
+
 // req sends a control request and decodes the reply; a contract error is
 // returned as *schema.Error.
 func (e *env) req(nodeID, op string, body any, out any) error {

@@ -5,24 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/restartcoord/restartcoord/bus"
+	"github.com/restartcoord/restartcoord/chaos"
 	"github.com/restartcoord/restartcoord/node"
 	"github.com/restartcoord/restartcoord/schema"
 )
 
 func TestNodeJoinsAndHeartbeats(t *testing.T) {
 	e := newEnv(t)
-	hbs := make(chan *nats.Msg, 16)
-	sub, err := e.conn.ChanSubscribe(schema.HeartbeatSubject("n1"), hbs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
+	hbs := e.heartbeats("n1", 16)
 	cfg := e.fastConfig("n1")
 	cfg.Group, cfg.Priority = "blue", 7
 	e.startNode(cfg)
@@ -49,6 +46,55 @@ func TestNodeJoinsAndHeartbeats(t *testing.T) {
 	})
 	if last.NodeID != "n1" || last.Group != "blue" || last.Priority != 7 || last.WorkerPID == 0 || last.Seq == 0 || last.Phase != schema.PhaseIdle {
 		t.Fatalf("heartbeat %+v", last)
+	}
+}
+
+// A node cut off from NATS publishes no heartbeat while it reconnects: the
+// client would buffer it and send it after the reconnect, late, saying
+// "unhealthy" only because it was disconnected when written, and a
+// coordinator would count that as news (one of the ways a partitioned NATS
+// server made the breaker open, found by the chaos suite).
+func TestNoHeartbeatWrittenWhileReconnecting(t *testing.T) {
+	e := newEnv(t)
+	px, err := chaos.NewProxy("n1-nats", "127.0.0.1:0", strings.TrimPrefix(e.url, "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = px.Close() })
+	hbs := e.heartbeats("n1", 1024)
+	cfg := e.fastConfig("n1")
+	cfg.NATS.URL = "nats://" + px.Addr()
+	e.startNode(cfg)
+	// 7 s: the client notices at about 4 s (a ping a second, 3 unanswered),
+	// then reconnects for about 3 s before the heal.
+	px.Blackhole()
+	time.Sleep(7 * time.Second)
+	healed := time.Now()
+	px.Heal()
+	var after []schema.Heartbeat
+	waitFor(t, 15*time.Second, "heartbeats again after the heal", func() bool {
+		for {
+			select {
+			case m := <-hbs:
+				var hb schema.Heartbeat
+				if err := json.Unmarshal(m.Data, &hb); err != nil {
+					t.Fatal(err)
+				}
+				if time.Now().After(healed) {
+					after = append(after, hb)
+				}
+			default:
+				return len(after) >= 5
+			}
+		}
+	})
+	for _, hb := range after {
+		// The outage's last second is left out: a heartbeat written just
+		// before the heal may be in flight when it comes.
+		if hb.Timestamp.Before(healed.Add(-time.Second)) {
+			t.Fatalf("heartbeat %d written at %s, %s before the heal, delivered after it (healthy: %v)",
+				hb.Seq, hb.Timestamp.Format("15:04:05.000"), healed.Sub(hb.Timestamp).Round(time.Millisecond), hb.Healthy)
+		}
 	}
 }
 

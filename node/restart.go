@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
 	"github.com/restartcoord/restartcoord/schema"
 )
@@ -225,14 +226,11 @@ func (s *Supervisor) startNew(op *restartOp) {
 		s.stateSchema = schema.CurrentSchemaVersion
 		s.mu.Unlock()
 	}
-	p, err := s.spawn(s.workerEnv(req.Reason, req.RestartID, op.restore))
-	if err != nil {
+	p, ri, err := s.startNewWorker(op, req)
+	if p == nil {
 		op.fail(schema.CodeProcessFailed, "starting worker: %v", err)
 		return
 	}
-	s.setWorker(p)
-	op.res.NewPID = p.pid
-	ri, err := p.waitReady(s.ctx, s.cfg.StartTimeout)
 	if err != nil {
 		p.expect("start failed")
 		p.kill()
@@ -260,6 +258,38 @@ func (s *Supervisor) startNew(op *restartOp) {
 	st.SchemaVersion, st.MigratedFrom, st.ConfigVersion = ri.SchemaVersion, ri.MigratedFrom, ri.ConfigVersion
 	op.res.BufferedRequestsReplayed = ri.BufferedPending
 	op.res.Errors = append(op.res.Errors, ri.Warnings...)
+}
+
+// startNewWorker starts the restart's new worker and waits for it to be
+// ready. A worker that could not start because NATS or JetStream did not
+// answer (a leader election after a server was lost) is replaced by another,
+// with backoff, until StartTimeout from the first: the restart rides the
+// blip instead of failing (found by the chaos suite). It returns the last
+// worker (nil if none could be spawned) and its readiness or error.
+func (s *Supervisor) startNewWorker(op *restartOp, req *schema.RestartRequest) (*proc, readyInfo, error) {
+	deadline := time.Now().Add(s.cfg.StartTimeout)
+	b := backoff.NewExponentialBackOff(backoff.WithInitialInterval(250*time.Millisecond),
+		backoff.WithMaxInterval(2*time.Second), backoff.WithRandomizationFactor(0), backoff.WithMaxElapsedTime(0))
+	for {
+		p, err := s.spawn(s.workerEnv(req.Reason, req.RestartID, op.restore))
+		if err != nil {
+			return nil, readyInfo{}, err
+		}
+		s.setWorker(p)
+		op.res.NewPID = p.pid
+		ri, err := p.waitReady(s.ctx, time.Until(deadline))
+		wait := b.NextBackOff()
+		if err == nil || !p.tempFailed() || time.Until(deadline) < wait {
+			return p, ri, err
+		}
+		p.expect("start failed: JetStream not answering")
+		op.note("worker %d could not reach JetStream (%v); starting another in %s", p.pid, err, wait)
+		select {
+		case <-s.ctx.Done():
+			return p, ri, err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // finish records the result, alerts, and returns the node to idle.

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -146,6 +148,12 @@ func (s *store) commitLocked(ctx context.Context, msgID string, e *schema.Journa
 		defer cancel()
 		var err error
 		seq, err = s.journal.Append(actx, s.nodeID, msgID, e)
+		if errors.Is(err, bus.ErrJournalDuplicate) {
+			// A job step's checkpoint: stored already (by a try of ours or
+			// by the worker before, whose step this one ran again), with
+			// the same effect.
+			return nil
+		}
 		return err
 	})
 	if err != nil {
@@ -171,11 +179,25 @@ func (s *store) commitBatch(ctx context.Context, msgIDs []string, entries []*sch
 	s.pending.Add(int32(len(entries)))
 	defer s.pending.Add(-int32(len(entries)))
 	var seq uint64
+	tried := false
 	err := retryJournal(ctx, func() error {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		var err error
 		seq, err = s.journal.AppendBatch(actx, s.nodeID, msgIDs, entries)
+		if errors.Is(err, bus.ErrJournalDuplicate) {
+			if tried {
+				return nil // our earlier try landed; only its acknowledgement was lost
+			}
+			// Stored before we ever tried: by the worker before this one,
+			// whose batch landed after this one restored. The journal holds
+			// its effects (other task ids, its replies), not ours: give up
+			// the worker, and the next one restores them and answers with
+			// the kept replies (found by the chaos suite: acknowledged tasks
+			// that no restore could find).
+			return backoff.Permanent(fmt.Errorf("%w: written by an earlier worker after this one restored", err))
+		}
+		tried = true
 		return err
 	})
 	if err != nil {

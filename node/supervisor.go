@@ -55,6 +55,11 @@ type Supervisor struct {
 	ctx  context.Context // cancelled when Run ends
 	wg   sync.WaitGroup
 	runC context.CancelFunc
+	// lost is closed when another instance holds the node id (lostErr says
+	// which): Run stops without deregistering or releasing what is now the
+	// other's.
+	lost    chan struct{}
+	lostErr error
 }
 
 // NewSupervisor validates cfg and returns a supervisor ready to Run.
@@ -68,7 +73,7 @@ func NewSupervisor(cfg Config) (*Supervisor, error) {
 	}
 	host, _ := os.Hostname()
 	s := &Supervisor{cfg: cfg, log: log.With("node", cfg.NodeID), phase: schema.PhaseIdle,
-		ops: map[string]*restartOp{}, stateSchema: cfg.StateSchema,
+		ops: map[string]*restartOp{}, stateSchema: cfg.StateSchema, lost: make(chan struct{}),
 		instance: fmt.Sprintf("%s@%s/%d/%s", cfg.NodeID, host, os.Getpid(), uuid.NewString()[:8])}
 	s.crash = backoff.NewExponentialBackOff(backoff.WithInitialInterval(cfg.CrashBackoffStart),
 		backoff.WithMaxInterval(cfg.CrashBackoffMax), backoff.WithMaxElapsedTime(0), backoff.WithRandomizationFactor(0.2))
@@ -111,9 +116,16 @@ func (s *Supervisor) Run(ctx context.Context, ready chan<- struct{}) error {
 	if ready != nil {
 		close(ready)
 	}
-	<-ctx.Done()
-	s.log.Info("node stopping: draining the worker")
-	return s.stop(context.Background())
+	select {
+	case <-ctx.Done():
+		s.log.Info("node stopping: draining the worker")
+		return s.stop(context.Background())
+	case <-s.lost:
+		// The worker is killed already; the registry entry and the lease
+		// are the new holder's now.
+		s.log.Error("node stopping: its id is held by another instance", "err", s.lostErr)
+		return errors.Join(s.lostErr, s.stop(context.Background()))
+	}
 }
 
 func (s *Supervisor) goLoop(f func(ctx context.Context)) {
@@ -126,7 +138,7 @@ func (s *Supervisor) goLoop(f func(ctx context.Context)) {
 
 // open connects, checks the store, takes the node id and registers.
 func (s *Supervisor) open(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second+s.cfg.LeaseTTL+3*s.cfg.HeartbeatInterval)
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	opts := s.cfg.NATS
 	opts.Name = "restartcoord-node-" + s.cfg.NodeID
@@ -135,10 +147,23 @@ func (s *Supervisor) open(ctx context.Context) error {
 		return err
 	}
 	s.conn = s.bs.Conn()
-	js := s.bs.JetStream()
 	if err := s.takeNodeID(ctx); err != nil {
 		return err
 	}
+	// Taking the node id can wait out a predecessor's lease and a JetStream
+	// failover; the rest of the start (reads, and a put of the registry
+	// entry) is retried while JetStream recovers, up to StartTimeout.
+	cancel()
+	return bus.RetryTransient(ctx, s.cfg.StartTimeout, s.warnRetry("node start"), func() error { return s.load(ctx) })
+}
+
+// load reads the node's registry entry, configuration and restart history,
+// then registers it.
+func (s *Supervisor) load(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	js := s.bs.JetStream()
+	var err error
 	if s.nodes, err = js.KeyValue(cctx, schema.BucketNodes); err != nil {
 		return err
 	}
@@ -165,7 +190,7 @@ func (s *Supervisor) takeNodeID(ctx context.Context) error {
 	js := s.bs.JetStream()
 	key := schema.LeaseKeyNode(s.cfg.NodeID)
 	var err error
-	s.lease, err = bus.AcquireLease(ctx, js, schema.BucketLeases, key, []byte(s.instance), s.cfg.LeaseTTL)
+	s.lease, err = s.acquireNodeID(ctx, js, key)
 	if !errors.Is(err, bus.ErrLeaseHeld) {
 		return err
 	}
@@ -186,12 +211,35 @@ func (s *Supervisor) takeNodeID(ctx context.Context) error {
 			return ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
-		s.lease, err = bus.AcquireLease(ctx, js, schema.BucketLeases, key, []byte(s.instance), s.cfg.LeaseTTL)
+		s.lease, err = s.acquireNodeID(ctx, js, key)
 		if !errors.Is(err, bus.ErrLeaseHeld) {
 			return err
 		}
 	}
 	return fmt.Errorf("%w: %v (its lease did not expire within %s)", ErrNodeIDTaken, err, s.cfg.LeaseTTL+2*time.Second)
+}
+
+// acquireNodeID tries to create the node-id lease. A JetStream failover (a
+// server lost, a partition healing) can leave the leases bucket without a
+// leader for some seconds: such errors are retried for up to StartTimeout
+// rather than failing the start (found by the chaos suite). A create that
+// landed but whose answer was lost shows up as held by this very instance,
+// silent, so the caller waits for it to expire like any silent holder's.
+func (s *Supervisor) acquireNodeID(ctx context.Context, js jetstream.JetStream, key string) (*bus.Lease, error) {
+	var l *bus.Lease
+	err := bus.RetryTransient(ctx, s.cfg.StartTimeout, s.warnRetry("node id lease"), func() error {
+		var err error
+		l, err = bus.AcquireLease(ctx, js, schema.BucketLeases, key, []byte(s.instance), s.cfg.LeaseTTL)
+		return err
+	})
+	return l, err
+}
+
+// warnRetry logs a retry of what while JetStream does not answer.
+func (s *Supervisor) warnRetry(what string) func(err error, wait time.Duration) {
+	return func(err error, wait time.Duration) {
+		s.log.Warn(what+": JetStream not answering; retrying", "err", err, "in", wait.Round(time.Millisecond))
+	}
 }
 
 func (s *Supervisor) register(ctx context.Context) error {
@@ -389,7 +437,12 @@ func (s *Supervisor) heartbeats(ctx context.Context) {
 		if st != nil {
 			hb.Load, hb.ConfigVersion = float64(st.ActiveTasks), st.ConfigVersion
 		}
-		_ = s.bs.Publish(schema.HeartbeatSubject(s.cfg.NodeID), hb)
+		// Not while reconnecting: the client would buffer the heartbeat and
+		// send it late, saying "unhealthy" only because it was disconnected
+		// when written, and the coordinator would take it for news.
+		if s.conn.IsConnected() {
+			_ = s.bs.Publish(schema.HeartbeatSubject(s.cfg.NodeID), hb)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -410,47 +463,70 @@ func (s *Supervisor) refreshLease(ctx context.Context) {
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseTTL/3)
 		err := s.lease.Refresh(rctx)
 		cancel()
-		if errors.Is(err, bus.ErrLeaseLost) && s.retakeLease(ctx) {
-			continue
-		}
 		if errors.Is(err, bus.ErrLeaseLost) {
-			s.log.Error("node id lease lost: another instance owns this node id now; stopping the worker", "err", err)
-			if p, ok := s.currentWorker(); ok {
-				p.expect("lease lost")
-				p.kill()
-			}
-			s.runC()
-			return
+			err = s.retakeLease(ctx)
 		}
-		if err != nil {
+		var other *heldByOther
+		switch {
+		case err == nil:
+		case errors.As(err, &other):
+			s.loseNodeID(fmt.Errorf("%w: the node id lease expired and %s holds it now", ErrNodeIDTaken, other.holder))
+			return
+		default:
 			s.log.Warn("node id lease refresh failed (retrying)", "err", err)
 		}
 	}
 }
 
+// heldByOther: the node id lease is held by another instance.
+type heldByOther struct{ holder string }
+
+func (e *heldByOther) Error() string { return "node id lease held by " + e.holder }
+
 // retakeLease handles a lease that expired under us (refreshes delayed by a
-// slow or failing-over NATS): if nobody else took the key, take it again.
-func (s *Supervisor) retakeLease(ctx context.Context) bool {
+// slow or failing-over NATS, a partition, a frozen process): if nobody else
+// took the key, take it again. It returns *heldByOther only when it read
+// another holder; any other error means it could not tell (NATS not
+// answering yet), and the next tick tries again.
+func (s *Supervisor) retakeLease(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseTTL/3)
 	defer cancel()
 	// A refresh whose acknowledgement was lost but which landed: still ours.
-	if ok, err := s.lease.Adopt(rctx); ok {
-		return true
-	} else if err != nil && time.Now().Before(s.lease.ValidUntil()) {
-		return true // cannot read the key now (NATS recovering): keep trying while the lease surely holds
+	ok, holder, err := s.lease.Adopt(rctx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("lease expired; reading it again: %w", err)
+	case ok:
+		return nil
+	case holder != "":
+		return &heldByOther{holder}
 	}
-	js := s.bs.JetStream()
-	holder, err := bus.LeaseHolder(rctx, js, schema.BucketLeases, schema.LeaseKeyNode(s.cfg.NodeID))
-	if err != nil || (holder != "" && holder != s.instance) {
-		return false
-	}
-	lease, err := bus.AcquireLease(rctx, js, schema.BucketLeases, schema.LeaseKeyNode(s.cfg.NodeID), []byte(s.instance), s.cfg.LeaseTTL)
+	lease, err := bus.AcquireLease(rctx, s.bs.JetStream(), schema.BucketLeases, schema.LeaseKeyNode(s.cfg.NodeID),
+		[]byte(s.instance), s.cfg.LeaseTTL)
 	if err != nil {
-		return false
+		// Held: by us (a create that landed unacknowledged, adopted next
+		// tick) or by another (seen next tick).
+		return fmt.Errorf("lease expired; taking it again: %w", err)
 	}
 	s.log.Warn("node id lease had expired (refreshes delayed) with nobody else holding it; taken again")
 	s.lease = lease
-	return true
+	return nil
+}
+
+// loseNodeID stops the node for good when another instance holds its id:
+// the worker is killed at once (it must not serve as this node beside the
+// other), and Run returns err without deregistering or releasing, which
+// are the other's now. A supervisor restarted by systemd or Docker then
+// finds the id held and alive, and refuses to start. Called once: the lease
+// refresh loop ends after it.
+func (s *Supervisor) loseNodeID(err error) {
+	s.log.Error("node id lease lost: another instance owns this node id now; stopping the worker", "err", err)
+	if p, ok := s.currentWorker(); ok {
+		p.expect("lease lost")
+		p.kill()
+	}
+	s.lostErr = err
+	close(s.lost)
 }
 
 // stop drains the worker, deregisters and releases the node id.
@@ -491,13 +567,21 @@ func (s *Supervisor) stop(ctx context.Context) error {
 	}
 	s.runC()
 	s.wg.Wait()
+	// Deregistering and releasing ride a JetStream that is electing leaders
+	// (a server just lost): retried for a while rather than given up.
+	select {
+	case <-s.lost: // the registry entry and the lease are the new holder's
+		s.closeConn()
+		return errors.Join(errs...)
+	default:
+	}
 	if s.nodes != nil {
-		if err := s.nodes.Delete(ctx, s.cfg.NodeID); err != nil {
+		if err := bus.RetryTransient(ctx, 10*time.Second, nil, func() error { return s.nodes.Delete(ctx, s.cfg.NodeID) }); err != nil {
 			errs = append(errs, fmt.Errorf("deregister: %w", err))
 		}
 	}
 	if s.lease != nil {
-		if err := s.lease.Release(ctx); err != nil {
+		if err := bus.RetryTransient(ctx, 10*time.Second, nil, func() error { return s.lease.Release(ctx) }); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -70,9 +70,12 @@ func RunWorker() int {
 	go func() { serveErr <- ipc.Serve(ctx, w.handleIPC, nil) }()
 
 	if err := w.start(ctx); err != nil {
-		log.Error("worker: start failed", "err", err)
+		log.Error("worker: start failed", "err", err, "transient", bus.Transient(err))
 		fmt.Fprintf(os.Stderr, "worker start failed: %v\n", err)
 		w.close()
+		if bus.Transient(err) {
+			return exitTempFail
+		}
 		return 1
 	}
 	select {
@@ -117,6 +120,10 @@ func (w *worker) start(ctx context.Context) error {
 	holder, err := bus.LeaseHolder(cctx, w.bs.JetStream(), schema.BucketLeases, schema.LeaseKeyNode(w.env.NodeID))
 	if err != nil {
 		return fmt.Errorf("reading node lease: %w", err)
+	}
+	if holder == "" {
+		// Expired while NATS was away: the supervisor takes it again.
+		return errLeaseFree
 	}
 	if holder != w.env.Instance {
 		return fmt.Errorf("node id %s is held by %q, not by this worker's supervisor: refusing to consume", w.env.NodeID, holder)

@@ -90,7 +90,6 @@ type RestartResult struct {
 	BufferedRequestsReplayed int          `json:"buffered_requests_replayed"`
 	Errors                   []string     `json:"errors"`
 	Error                    *Error       `json:"error,omitempty"`
-	RollID                   string       `json:"roll_id,omitempty"`
 	FencingToken             uint64       `json:"fencing_token,omitempty"`
 }
 

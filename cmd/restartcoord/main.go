@@ -45,6 +45,7 @@ func verbs() []verb {
 		{"demo", "run the scripted restart scenario and print its table", runDemo},
 		{"node", "run one node (supervisor + worker) against a NATS server", runNode},
 		{"coordinator", "run a coordinator (rolls, escalation); run two or three, one leads", runCoordinator},
+		{"nats", "run a NATS server (JetStream) from a nats-server config file", runNats},
 		{"init", "create the streams, buckets and object store in NATS", runInit},
 	}
 	return append(v, operatorVerbs()...)

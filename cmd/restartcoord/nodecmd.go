@@ -61,7 +61,7 @@ func logger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
-const initUsage = "restartcoord init [--server URL] [--replicas N] [--buffer 100] [--buffer-expiration 300s]"
+const initUsage = "restartcoord init [--server URL] [--replicas N] [--buffer 100] [--buffer-expiration 300s] [--wait 0s]"
 
 func runInit(ctx context.Context, args []string) error {
 	fs := newFlags("init", initUsage)
@@ -71,6 +71,7 @@ func runInit(ctx context.Context, args []string) error {
 	fs.IntVar(&sc.Replicas, "replicas", sc.Replicas, "replicas of every stream and bucket (3 on a cluster)")
 	fs.Int64Var(&sc.RequestBuffer, "buffer", sc.RequestBuffer, "per-client request buffer")
 	fs.DurationVar(&sc.BufferExpiration, "buffer-expiration", sc.BufferExpiration, "how long a buffered request waits")
+	wait := fs.Duration("wait", 0, "keep retrying this long while NATS or its JetStream cluster is not ready")
 	pos, err := parse(fs, args, initUsage)
 	if err != nil {
 		return err
@@ -81,6 +82,34 @@ func runInit(ctx context.Context, args []string) error {
 	if err := sc.Validate(); err != nil {
 		return usageErr("%v", err)
 	}
+	if *wait < 0 {
+		return usageErr("--wait must not be negative, got %s", *wait)
+	}
+	// --wait rides a cluster that is still starting: servers not listening
+	// yet, JetStream without a meta leader or without enough peers for R3.
+	deadline := time.Now().Add(*wait)
+	for attempt := 1; ; attempt++ {
+		err := initOnce(ctx, &cf, sc)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "init: attempt %d: %v; retrying (until %s)\n", attempt, err, deadline.Format(time.TimeOnly))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	fmt.Printf("initialised %s, %s, %s, %s, %s; buckets %s, %s, %s; object store %s (replicas %d)\n",
+		schema.StreamRequests, schema.StreamJournal, schema.StreamEvents, schema.StreamAlerts, schema.StreamAudit,
+		schema.BucketNodes, schema.BucketLeases, schema.BucketConfig, schema.ObjectSnapshots, sc.Replicas)
+	return nil
+}
+
+func initOnce(ctx context.Context, cf *connFlags, sc bus.StoreConfig) error {
 	conn, err := cf.connect(ctx, "restartcoord-init")
 	if err != nil {
 		return err
@@ -90,13 +119,7 @@ func runInit(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := bus.Init(ctx, bs.JetStream(), sc); err != nil {
-		return err
-	}
-	fmt.Printf("initialised %s, %s, %s, %s, %s; buckets %s, %s, %s; object store %s (replicas %d)\n",
-		schema.StreamRequests, schema.StreamJournal, schema.StreamEvents, schema.StreamAlerts, schema.StreamAudit,
-		schema.BucketNodes, schema.BucketLeases, schema.BucketConfig, schema.ObjectSnapshots, sc.Replicas)
-	return nil
+	return bus.Init(ctx, bs.JetStream(), sc)
 }
 
 // embeddedNATS starts the embedded server for dev and demo, running init on

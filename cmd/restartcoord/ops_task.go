@@ -140,7 +140,9 @@ func doTask(ctx context.Context, t *taskFlags, node, op string, args any, show f
 	}
 	c, err := client.New(conn.Conn, *t.clientID, node)
 	if err != nil {
-		return usageErr("%v", err)
+		// Bad ids and a node that never joined are refused (2); a registry
+		// that did not answer is a timeout (3).
+		return err
 	}
 	defer c.Close()
 	wait := t.conn.wait(defaultTaskWait)

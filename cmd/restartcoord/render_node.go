@@ -30,9 +30,6 @@ func restartFacts(r *schema.RestartResult) *facts {
 	}
 	f.add("kind", "%s", kind)
 	f.add("reason", "%s", orDash(string(r.Reason)))
-	if r.RollID != "" {
-		f.add("roll_id", "%s", r.RollID)
-	}
 	f.add("phase", "%s (%d%%)", orDash(string(r.Phase)), r.Progress)
 	if r.Message != "" {
 		f.add("message", "%s", r.Message)

@@ -1,0 +1,475 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/restartcoord/restartcoord/client"
+	"github.com/restartcoord/restartcoord/schema"
+)
+
+// RunConfig is one seeded run of faults.
+type RunConfig struct {
+	Seed     uint64
+	Duration time.Duration
+	// Kinds of faults to draw from (all of Faults).
+	Kinds []string
+	// ClientsPerNode making calls without pause (2), besides one making jobs.
+	ClientsPerNode int
+	// RollEvery: a roll of every node starts this long after the last
+	// attempt, when none runs (20 s).
+	RollEvery time.Duration
+	// JobEvery: each node gets a new 20-step job this often (15 s).
+	JobEvery time.Duration
+	// RecoveryLimit: every node healthy again this long after the last
+	// fault heals (30 s).
+	RecoveryLimit time.Duration
+	Logf          func(format string, args ...any)
+}
+
+func (rc *RunConfig) defaults() {
+	if len(rc.Kinds) == 0 {
+		rc.Kinds = Faults
+	}
+	if rc.ClientsPerNode == 0 {
+		rc.ClientsPerNode = 2
+	}
+	if rc.RollEvery == 0 {
+		rc.RollEvery = 20 * time.Second
+	}
+	if rc.JobEvery == 0 {
+		rc.JobEvery = 15 * time.Second
+	}
+	if rc.RecoveryLimit == 0 {
+		rc.RecoveryLimit = 30 * time.Second
+	}
+	if rc.Logf == nil {
+		rc.Logf = func(string, ...any) {}
+	}
+}
+
+// FaultRecord is what the harness did and saw for one fault.
+type FaultRecord struct {
+	Kind, Target string
+	At           time.Duration // since the run began
+	Held         time.Duration
+	Recovery     time.Duration // from heal to the target healthy again; -1 if it never was
+	Note         string
+	Err          string
+}
+
+// Report is a run's outcome.
+type Report struct {
+	Seed         uint64
+	Duration     time.Duration
+	Faults       []FaultRecord
+	Verdicts     []Verdict
+	Escalations  []string // every quarantine and breaker opening
+	Calls, Acked int
+	Errors       map[string]int
+	ErrorSamples []string
+	Rolls        int
+	RollRefusals map[string]int
+	RollOutcomes []string // each roll's final state
+	Exits        []string // processes that exited on their own (restarted as systemd would)
+}
+
+// Failed reports whether any invariant failed.
+func (r *Report) Failed() bool {
+	for _, v := range r.Verdicts {
+		if !v.Pass {
+			return true
+		}
+	}
+	return false
+}
+
+// Run runs a seeded schedule of faults against c under client load and
+// rolls, heals everything, then checks every invariant against the
+// harness's own record and what JetStream holds.
+func Run(ctx context.Context, c *Cluster, rc RunConfig) (*Report, error) {
+	rc.defaults()
+	rng := rand.New(rand.NewPCG(rc.Seed, rc.Seed^0x9e3779b97f4a7c15))
+	rep := &Report{Seed: rc.Seed}
+	jtap, err := c.tapJournal(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: journal tap: %w", err)
+	}
+	defer jtap.stop()
+	probe := c.startProber(ctx, 250*time.Millisecond)
+	load, err := c.StartLoad(ctx, rc.ClientsPerNode, rc.JobEvery)
+	if err != nil {
+		probe.stop()
+		return nil, err
+	}
+	rolls := c.startRoller(ctx, rc.RollEvery)
+	start := time.Now()
+	lastHeal := start
+	for time.Since(start) < rc.Duration && ctx.Err() == nil {
+		fr := c.oneFault(ctx, rng, rc, start)
+		rep.Faults = append(rep.Faults, fr)
+		lastHeal = start.Add(fr.At + fr.Held)
+		rc.Logf("%7.1fs %-15s %-14s held %5.1fs recovered %s %s %s", fr.At.Seconds(), fr.Kind, fr.Target, fr.Held.Seconds(),
+			fmtRecovery(fr.Recovery), fr.Note, fr.Err)
+		sleep(ctx, time.Duration(1000+rng.IntN(2000))*time.Millisecond)
+	}
+	rep.Duration = time.Since(start)
+	// Every node healthy again within the limit after the last heal.
+	rep.Verdicts = append(rep.Verdicts, c.checkRecovered(ctx, lastHeal, rc.RecoveryLimit))
+	rollIDs := rolls.stop()
+	rep.Rolls = len(rollIDs)
+	rep.RollRefusals = rolls.refuse
+	for _, id := range c.finishRolls(ctx, rollIDs) {
+		rep.RollOutcomes = append(rep.RollOutcomes, "STUCK, aborted: "+id)
+	}
+	for _, id := range rollIDs {
+		rep.RollOutcomes = append(rep.RollOutcomes, c.rollOutcome(ctx, id))
+	}
+
+	rec := load.Stop()
+	seen := probe.stop()
+	rep.Verdicts = append(rep.Verdicts, c.checkNoMaintenance(ctx))
+	c.waitTap(jtap, rec, 15*time.Second)
+	v1, v2 := checkRequests(rec, jtap)
+
+	// Rebuild every node's state from JetStream alone, then read it back.
+	reader, failedRestarts, err := c.rebuildAndRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	const restarts = "every emergency restart the harness asked for succeeded"
+	if len(failedRestarts) > 0 {
+		rep.Verdicts = append(rep.Verdicts, fail(restarts, "%s", strings.Join(failedRestarts, "; ")))
+	} else {
+		rep.Verdicts = append(rep.Verdicts, pass(restarts, "%d nodes rebuilt from JetStream alone", len(c.nodes)))
+	}
+	rep.Verdicts = append(rep.Verdicts, checkTasks(ctx, rec, func(node string) ([]schema.Task, error) { return reader[node], nil }), v1, v2)
+	results, err := c.restartResults(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Workers the system itself ended abruptly: emergency restarts, and
+	// graceful ones that did not finish gracefully.
+	for _, r := range results {
+		if !r.Graceful || !r.Success {
+			c.abrupt.add(r.OldPID, "emergency restart "+r.RestartID)
+		}
+	}
+	steps, err := c.readAll(ctx, schema.StreamEvents, schema.NodeEventSubject("*", schema.EventJobStep))
+	if err != nil {
+		return nil, fmt.Errorf("chaos: reading job steps: %w", err)
+	}
+	rep.Verdicts = append(rep.Verdicts, checkJobSteps(steps, jobTasks(rec, reader), &c.abrupt))
+	rep.Verdicts = append(rep.Verdicts, checkBudget(results, rollIDs))
+	c.termMu.Lock()
+	terms := slices.Clone(c.terms)
+	c.termMu.Unlock()
+	rep.Verdicts = append(rep.Verdicts, checkFencing(results, terms))
+	alerts, err := c.readAll(ctx, schema.StreamAlerts, schema.AlertsSubjects)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: reading alerts: %w", err)
+	}
+	v, listed := checkJustified(alerts, seen, len(c.nodes))
+	if h, err := c.ClusterHealth(ctx); err == nil {
+		if l, bad := breakerAtEnd(h.CircuitBreaker, seen, len(c.nodes)); l != "" && !containsPrefix(listed, h.CircuitBreaker.OpenedAt.Format(time.TimeOnly)+" breaker open") {
+			listed = append(listed, l)
+			if bad != "" {
+				v = fail(v.Name, "%s", bad)
+			}
+		}
+	}
+	rep.Verdicts = append(rep.Verdicts, v)
+	rep.Escalations = listed
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, ids := range rec.calls {
+		rep.Calls += len(ids)
+	}
+	rep.Acked = len(rec.acked)
+	rep.Exits = c.Exits()
+	rep.Errors, rep.ErrorSamples = rec.errs, rec.errList
+	return rep, nil
+}
+
+func containsPrefix(list []string, prefix string) bool {
+	for _, s := range list {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func fmtRecovery(d time.Duration) string {
+	if d < 0 {
+		return "never"
+	}
+	return fmt.Sprintf("%.2fs", d.Seconds())
+}
+
+// oneFault draws a fault, injects it, holds it, heals it, and measures how
+// long its target takes to be healthy again.
+func (c *Cluster) oneFault(ctx context.Context, rng *rand.Rand, rc RunConfig, start time.Time) FaultRecord {
+	kind := rc.Kinds[rng.IntN(len(rc.Kinds))]
+	target := ""
+	switch kind {
+	case "partition-nats", "kill-nats":
+		target = c.servers[rng.IntN(len(c.servers))].name
+	case "kill-leader":
+	default:
+		target = c.nodes[rng.IntN(len(c.nodes))]
+	}
+	hold := holdTime(kind, rng)
+	fr := FaultRecord{Kind: kind, Target: target, At: time.Since(start), Recovery: -1}
+	f, err := c.NewFault(kind, target)
+	if err != nil {
+		fr.Err = err.Error()
+		return fr
+	}
+	if err := f.Inject(ctx); err != nil {
+		fr.Err = "inject: " + err.Error()
+		return fr
+	}
+	fr.Target = f.Target()
+	sleep(ctx, hold)
+	if kind == "partition-nats" {
+		fr.Note = "isolated"
+		if !c.Isolated(target, 0) {
+			fr.Note = "NOT ISOLATED (a route went around the proxies)"
+		}
+	}
+	if err := f.Heal(ctx); err != nil {
+		fr.Err = "heal: " + err.Error()
+	}
+	healed := time.Now()
+	fr.Held = healed.Sub(start) - fr.At
+	if err := c.waitRecovered(ctx, kind, fr.Target, 60*time.Second); err == nil {
+		fr.Recovery = time.Since(healed)
+	} else {
+		fr.Err += err.Error()
+	}
+	return fr
+}
+
+// holdTime is how long a fault lasts before it heals: kills are healed
+// (the process started again) after 1 s, as systemd's RestartSec would.
+func holdTime(kind string, rng *rand.Rand) time.Duration {
+	ms := func(lo, hi int) time.Duration { return time.Duration(lo+rng.IntN(hi-lo)) * time.Millisecond }
+	switch kind {
+	case "kill-worker":
+		return 0
+	case "kill-node", "kill-nats", "kill-leader":
+		return time.Second
+	case "stop-worker", "stop-node":
+		return ms(1000, 3000)
+	case "partition-node":
+		return ms(2000, 6000)
+	case "partition-nats":
+		return ms(5000, 8000)
+	}
+	return time.Second
+}
+
+// waitRecovered waits until the fault's target is healthy again: the node
+// for a node fault; every node and a leader for the others.
+func (c *Cluster) waitRecovered(ctx context.Context, kind, target string, within time.Duration) error {
+	recovered := poll(ctx, within, func() bool {
+		switch kind {
+		case "kill-worker", "kill-node", "stop-worker", "stop-node", "partition-node":
+			h, err := c.Health(ctx, target)
+			return err == nil && h.Healthy
+		}
+		if len(c.unhealthyAny(ctx)) > 0 {
+			return false
+		}
+		h, err := c.ClusterHealth(ctx)
+		return err == nil && h.Leader != ""
+	})
+	if !recovered {
+		return fmt.Errorf("%s not recovered within %s: unhealthy %v", target, within, c.Unhealthy(ctx))
+	}
+	return nil
+}
+
+// unhealthyAny lists nodes not answering healthy (any phase).
+func (c *Cluster) unhealthyAny(ctx context.Context) []string {
+	var out []string
+	for _, id := range c.nodes {
+		if h, err := c.Health(ctx, id); err != nil || !h.Healthy {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// finishRolls waits for the harness's rolls to end (90 s), then aborts any
+// still running, so the end state is quiet; it returns the status of each
+// roll it had to abort.
+func (c *Cluster) finishRolls(ctx context.Context, ids []string) []string {
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		h, err := c.ClusterHealth(ctx)
+		if err == nil && h.ActiveRolls == 0 {
+			return nil
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	var stuck []string
+	for _, id := range ids {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var st schema.RollStatus
+		err := c.obs().RequestJSON(cctx, schema.ClusterSubject(schema.OpRollStatus), schema.RollIDRequest{RollID: id}, nil, &st)
+		cancel()
+		if err == nil && (st.State == schema.RollRunning || st.State == schema.RollPaused) {
+			b, _ := json.Marshal(st)
+			stuck = append(stuck, string(b))
+		}
+	}
+	for _, id := range ids {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = c.obs().RequestJSON(cctx, schema.ClusterSubject(schema.OpRollAbort), map[string]any{"roll_id": id}, nil, &schema.RollStatus{})
+		cancel()
+	}
+	return stuck
+}
+
+func (c *Cluster) rollOutcome(ctx context.Context, id string) string {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var st schema.RollStatus
+	if err := c.obs().RequestJSON(cctx, schema.ClusterSubject(schema.OpRollStatus), schema.RollIDRequest{RollID: id}, nil, &st); err != nil {
+		return fmt.Sprintf("%s: status: %v", id, err)
+	}
+	return fmt.Sprintf("%s: %s, %d/%d done, failed %v %s", id, st.State, st.Done, st.Total, st.Failed, st.Message)
+}
+
+func (c *Cluster) checkRecovered(ctx context.Context, lastHeal time.Time, limit time.Duration) Verdict {
+	name := fmt.Sprintf("every node healthy within %s of the last heal", limit)
+	left := time.Until(lastHeal.Add(limit))
+	if err := c.WaitHealthy(ctx, max(left, 0)); err != nil {
+		return fail(name, "%v", err)
+	}
+	return pass(name, "all %d nodes healthy and idle %.1fs after the last heal", len(c.nodes), time.Since(lastHeal).Seconds())
+}
+
+func (c *Cluster) checkNoMaintenance(ctx context.Context) Verdict {
+	const name = "no node left in maintenance mode"
+	var bad []string
+	for _, id := range c.nodes {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var st schema.RestartStatus
+		err := c.obs().RequestJSON(cctx, schema.NodeSubject(id, schema.OpRestartStatus), map[string]any{}, nil, &st)
+		cancel()
+		switch {
+		case err != nil:
+			bad = append(bad, fmt.Sprintf("%s: %v", id, err))
+		case st.CurrentStatus.MaintenanceMode || st.CurrentStatus.Phase != schema.PhaseIdle:
+			bad = append(bad, fmt.Sprintf("%s in %s (maintenance %v)", id, st.CurrentStatus.Phase, st.CurrentStatus.MaintenanceMode))
+		}
+	}
+	if len(bad) > 0 {
+		return fail(name, "%v", bad)
+	}
+	return pass(name, "all %d nodes idle, maintenance mode off", len(c.nodes))
+}
+
+// waitTap waits until the journal tap has seen the last acknowledged
+// request of every client.
+func (c *Cluster) waitTap(t *tap, rec *Record, within time.Duration) {
+	poll(context.Background(), within, func() bool { return tapCaughtUp(t, rec) })
+}
+
+func tapCaughtUp(t *tap, rec *Record) bool {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ids := range rec.calls {
+		for i := len(ids) - 1; i >= 0; i-- {
+			if rec.acked[ids[i]] {
+				if t.count[ids[i]] == 0 {
+					return false
+				}
+				break
+			}
+		}
+	}
+	return true
+}
+
+// rebuildAndRead restarts every node as an emergency (no snapshot: the new
+// worker rebuilds its state from JetStream's snapshots and journal alone),
+// then reads every task of every node. A restart that fails is reported (as
+// a failed verdict by the caller) and the node is read once it is healthy
+// again, so the other invariants are still checked.
+func (c *Cluster) rebuildAndRead(ctx context.Context) (map[string][]schema.Task, []string, error) {
+	out := map[string][]schema.Task{}
+	var failed []string
+	for _, id := range c.nodes {
+		req := schema.DefaultRestartRequest()
+		req.Graceful, req.Reason = false, schema.ReasonErrorRecovery
+		cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		var res schema.RestartResult
+		err := c.obs().RequestJSON(cctx, schema.NodeSubject(id, schema.OpRestart), req, nil, &res)
+		cancel()
+		if err != nil || !res.Success {
+			failed = append(failed, fmt.Sprintf("%s: %v %s %v", id, err, res.Message, res.Errors))
+			if err := c.waitRecovered(ctx, "kill-worker", id, 60*time.Second); err != nil {
+				return nil, failed, err
+			}
+		}
+		cl, err := client.New(c.obs().Conn, "chaos-reader-"+id, id)
+		if err != nil {
+			return nil, failed, err
+		}
+		ts, err := readTasks(ctx, cl)
+		cl.Close()
+		if err != nil {
+			return nil, failed, fmt.Errorf("chaos: reading %s's tasks: %w", id, err)
+		}
+		out[id] = ts
+	}
+	return out, failed, nil
+}
+
+func jobTasks(rec *Record, all map[string][]schema.Task) map[string][]schema.Task {
+	out := map[string][]schema.Task{}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for node, ids := range rec.jobs {
+		for _, t := range all[node] {
+			if slices.Contains(ids, t.TaskID) {
+				out[node] = append(out[node], t)
+			}
+		}
+	}
+	return out
+}
+
+func (c *Cluster) restartResults(ctx context.Context) ([]schema.RestartResult, error) {
+	raw, err := c.readAll(ctx, schema.StreamEvents, schema.NodeEventSubject("*", schema.EventRestartResult))
+	if err != nil {
+		return nil, fmt.Errorf("chaos: reading restart results: %w", err)
+	}
+	out := make([]schema.RestartResult, 0, len(raw))
+	for _, data := range raw {
+		var r schema.RestartResult
+		if json.Unmarshal(data, &r) == nil {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
