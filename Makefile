@@ -6,12 +6,19 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X main.version=0.1.0-$(subst /,-,$(VERSION))
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build demo dev test test-short bench lint fmt tools fuzz clean
+.PHONY: all build demo dev test test-short bench lint fmt tools fuzz clean image integration chaos
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/restartcoord ./cmd/restartcoord
+
+# The container image: the static binary built here, copied into FROM scratch.
+IMAGE ?= restartcoord:dev
+image:
+	mkdir -p deploy/.build
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o deploy/.build/restartcoord ./cmd/restartcoord
+	docker build -t $(IMAGE) -f deploy/Dockerfile deploy
 
 demo: build
 	$(BIN)/restartcoord demo
@@ -23,6 +30,19 @@ dev: build
 test: tools
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -p 1 -timeout 30m ./...
+
+# Containers: builds restartcoord:dev, then starts the compose topology with
+# testcontainers-go and drives it from the host (skips without Docker).
+integration: image tools
+	TESTCONTAINERS_RYUK_DISABLED=true $(GO) test -tags integration -count=1 -timeout 30m -v ./integration/
+
+# A seeded run of faults under load and rolls, then the invariants
+# (docs/CHAOS.md). SEED empty picks one (printed); DURATION is the fault phase.
+SEED     ?=
+FAULTS   ?=
+DURATION ?= 3m
+chaos:
+	SEED=$(SEED) DURATION=$(DURATION) FAULTS=$(FAULTS) $(GO) test -tags chaos -run '^TestChaos$$' -count=1 -timeout 90m -v ./chaos/
 
 test-short:
 	$(GO) test -count=1 -short ./...
@@ -51,4 +71,4 @@ $(BIN)/nats:
 	GOBIN=$(BIN) $(GO) install $(NATSCLI)
 
 clean:
-	rm -rf $(BIN) .restartcoord-dev .restartcoord-demo
+	rm -rf $(BIN) .restartcoord-dev .restartcoord-demo deploy/.build

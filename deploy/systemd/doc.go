@@ -1,0 +1,3 @@
+// Package systemd holds the systemd units of restartcoord and the test that
+// checks them with systemd-analyze.
+package systemd
