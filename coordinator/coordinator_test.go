@@ -515,7 +515,7 @@ func TestShortCutOffOfMostNodesOpensNoBreaker(t *testing.T) {
 	for i, id := range []string{"n02", "n03"} {
 		cfg := f.nodeConfig(id, i+1)
 		cfg.NATS.URL = "nats://" + px.Addr()
-		<-f.runNode(cfg)
+		f.runNode(cfg).awaitReady(t)
 	}
 	cfg := f.coordConfig("c1")
 	cfg.UnhealthyGrace = 3 * time.Second // the default

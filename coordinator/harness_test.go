@@ -18,9 +18,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/coordinator"
+	"github.com/restartcoord/restartcoord/internal/hangtest"
 	"github.com/restartcoord/restartcoord/node"
 	"github.com/restartcoord/restartcoord/schema"
 )
+
+// hangAfter: the longest a test here may take, cleanups included (the
+// slowest takes about 40 s), before the binary ends naming it.
+const hangAfter = 5 * time.Minute
 
 type fleet struct {
 	t    *testing.T
@@ -35,6 +40,7 @@ type fleet struct {
 // true, else one embedded server.
 func newFleet(t *testing.T, cluster bool) *fleet {
 	t.Helper()
+	hangtest.Guard(t, hangAfter)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -86,31 +92,51 @@ func (f *fleet) startNodes(n int) []string { return f.startNodesFrom(1, n) }
 func (f *fleet) startNodesFrom(first, n int) []string {
 	f.t.Helper()
 	var ids []string
-	var readies []<-chan struct{}
+	var nodes []*runningNode
 	for i := first - 1; i < first-1+n; i++ {
 		id := fmt.Sprintf("n%02d", i+1)
 		ids = append(ids, id)
-		readies = append(readies, f.runNode(f.nodeConfig(id, i)))
+		nodes = append(nodes, f.runNode(f.nodeConfig(id, i)))
 	}
-	for _, r := range readies {
-		<-r
+	for _, r := range nodes {
+		r.awaitReady(f.t)
 	}
 	return ids
 }
 
-// runNode runs a node in this process until the test ends; the channel
-// closes when its worker is ready.
-func (f *fleet) runNode(cfg node.Config) <-chan struct{} {
+// runningNode is a node run in this process until the test ends.
+type runningNode struct {
+	id    string
+	ready chan struct{} // closed when its worker is ready
+	done  chan struct{} // closed when Run has returned
+	err   error         // what Run returned, once done
+}
+
+// awaitReady fails the test if the node's Run returns before its worker is
+// ready, or if that takes over a minute.
+func (n *runningNode) awaitReady(t *testing.T) {
+	t.Helper()
+	select {
+	case <-n.ready:
+	case <-n.done:
+		t.Fatalf("node %s stopped before it was ready: %v", n.id, n.err)
+	case <-time.After(time.Minute):
+		t.Fatalf("node %s not ready after a minute", n.id)
+	}
+}
+
+// runNode runs a node in this process until the test ends.
+func (f *fleet) runNode(cfg node.Config) *runningNode {
 	f.t.Helper()
 	sup, err := node.NewSupervisor(cfg)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ready, done := make(chan struct{}), make(chan struct{})
-	go func() { defer close(done); _ = sup.Run(ctx, ready) }()
-	f.t.Cleanup(func() { cancel(); <-done })
-	return ready
+	n := &runningNode{id: cfg.NodeID, ready: make(chan struct{}), done: make(chan struct{})}
+	go func() { defer close(n.done); n.err = sup.Run(ctx, n.ready) }()
+	f.t.Cleanup(func() { cancel(); <-n.done })
+	return n
 }
 
 // startNodeNoWait runs a node whose worker may never become ready; it

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/restartcoord/restartcoord/bus"
+	"github.com/restartcoord/restartcoord/internal/hangtest"
 	"github.com/restartcoord/restartcoord/client"
 	"github.com/restartcoord/restartcoord/node"
 	"github.com/restartcoord/restartcoord/schema"
@@ -30,6 +31,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	hangtest.Guard(t, 5*time.Minute) // the slowest test takes about 40 s
 	dir := t.TempDir()
 	srv, err := bus.StartEmbedded(bus.DefaultEmbeddedConfig(filepath.Join(dir, "js")))
 	if err != nil {
