@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -181,5 +182,68 @@ func retry(t *testing.T, d time.Duration, what string, f func(ctx context.Contex
 func TestStartClusterRefusesZero(t *testing.T) {
 	if _, err := bus.StartCluster(testCtx(t, 5*time.Second), 0, t.TempDir()); err == nil {
 		t.Error("StartCluster(0) succeeded")
+	}
+}
+
+// A read that loses JetStream's quorum in the middle (two of three servers
+// stopped, then started again) resumes after the last message it read once
+// JetStream answers: every message once, in order.
+func TestReadAllRidesAJetStreamOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-server cluster: skipped under -short")
+	}
+	ctx := testCtx(t, 90*time.Second)
+	c, err := bus.StartCluster(ctx, 3, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	// The client talks to server 0 alone, which stays up.
+	conn := connect(t, c.Servers[0].URL(), bus.ConnOptions{Name: "read-test"})
+	st, err := bus.NewStore(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := bus.DefaultStoreConfig()
+	cfg.Replicas = 3
+	retry(t, 20*time.Second, "Init with 3 replicas", func(ctx context.Context) error { return bus.Init(ctx, st.JetStream(), cfg) })
+	const n = 1100 // more than one fetch (1,024) takes
+	for i := range n {
+		retry(t, 20*time.Second, "append", func(ctx context.Context) error {
+			_, err := st.Append(ctx, "n1", fmt.Sprintf("n1-%d", i), &schema.JournalEntry{V: schema.JournalVersion, At: time.Now().UTC(), Op: fmt.Sprint(i)})
+			return err
+		})
+	}
+	back := make(chan error, 1)
+	var got []string
+	err = st.ReadSubject(ctx, schema.StreamJournal, schema.JournalSubject("n1"), func(data []byte) error {
+		if len(got) == 0 {
+			c.StopServer(1)
+			c.StopServer(2)
+			go func() {
+				time.Sleep(2 * time.Second)
+				back <- errors.Join(c.Start(1), c.Start(2))
+			}()
+		}
+		var e schema.JournalEntry
+		if err := json.Unmarshal(data, &e); err != nil {
+			return err
+		}
+		got = append(got, e.Op)
+		return nil
+	})
+	if err := <-back; err != nil {
+		t.Fatal(err)
+	}
+	if err != nil {
+		t.Fatalf("read across the outage: %v (read %d of %d)", err, len(got), n)
+	}
+	if len(got) != n {
+		t.Fatalf("read %d messages, want %d", len(got), n)
+	}
+	for i, op := range got {
+		if op != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q, want %q: not each once in order", i, op, fmt.Sprint(i))
+		}
 	}
 }

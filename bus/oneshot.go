@@ -2,8 +2,11 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -14,9 +17,19 @@ import (
 // created one a call and filled ORCH_EVENTS within four minutes, after which
 // every history read and node start failed (found by the chaos suite). The
 // threshold is also cut to 10 s, for a reader that dies before releasing.
+//
+// Each fetch makes its server-side consumer anew, and tries that once: left
+// to nats.go's default, a fetch tries again and again, forever, whatever
+// the caller's context says, so a read whose connection closed under it (a
+// coordinator killed mid-read) never returned, and neither did the
+// coordinator's Run. A caller that wants to ride a JetStream election
+// retries the whole read (RetryTransient).
 func OneShotConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, func(), error) {
 	if cfg.InactiveThreshold == 0 {
 		cfg.InactiveThreshold = 10 * time.Second
+	}
+	if cfg.MaxResetAttempts == 0 {
+		cfg.MaxResetAttempts = 1
 	}
 	cons, err := js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
@@ -40,7 +53,10 @@ func OneShotConsumer(ctx context.Context, js jetstream.JetStream, stream string,
 // message written meanwhile may be read or not, and a busy stream does not
 // keep the read going. It reads through one ordered consumer, deleted
 // after, and never leaves a pull request waiting: a no-wait fetch answers
-// at once, empty when nothing is pending.
+// at once, empty when nothing is pending. A fetch that JetStream does not
+// answer for now (an election, a server lost) is tried again, resuming
+// after the last message read, until ctx ends; a closed connection ends the
+// read at once.
 func ReadAll(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig, fn func(jetstream.Msg) error) error {
 	cons, release, err := OneShotConsumer(ctx, js, stream, cfg)
 	if err != nil {
@@ -48,38 +64,53 @@ func ReadAll(ctx context.Context, js jetstream.JetStream, stream string, cfg jet
 	}
 	defer release()
 	var left uint64 // messages still to read, counted at the first one (0: not yet)
+	var bo backoff.BackOff
 	for {
 		batch, err := cons.FetchNoWait(1024)
-		if err != nil {
-			return err
-		}
 		got, done := 0, false
-		for m := range batch.Messages() {
+		if err == nil {
+			for m := range batch.Messages() {
+				if done {
+					continue // drain the batch
+				}
+				got++
+				md, err := m.Metadata()
+				if err != nil {
+					return err
+				}
+				if left == 0 {
+					left = md.NumPending + 1
+				}
+				if err := fn(m); err != nil {
+					return err
+				}
+				left--
+				done = left == 0 || md.NumPending == 0
+			}
 			if done {
-				continue // drain the batch
+				return nil
 			}
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			if left == 0 {
-				left = md.NumPending + 1
-			}
-			if err := fn(m); err != nil {
-				return err
-			}
-			left--
-			done = left == 0 || md.NumPending == 0
+			err = batch.Error()
 		}
-		if done {
+		switch {
+		case err == nil && got == 0:
 			return nil
-		}
-		if err := batch.Error(); err != nil {
+		case err == nil:
+			continue
+		case !Transient(err) || errors.Is(err, nats.ErrConnectionClosed):
 			return err
 		}
-		if got == 0 {
-			return nil
+		if bo == nil {
+			bo = natsBackOff(ctx, 0)
+		}
+		wait := bo.NextBackOff()
+		if wait == backoff.Stop {
+			return errors.Join(err, ctx.Err())
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(wait):
 		}
 	}
 }

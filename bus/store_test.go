@@ -430,3 +430,37 @@ func TestKeepRetriesUntilStoredAndStoresOnce(t *testing.T) {
 		t.Fatalf("Keep to a subject no stream holds, for 2 s: %v; want the deadline and JetStream's last answer", err)
 	}
 }
+
+// A read whose connection closes under it (a coordinator killed, a node
+// stopping) ends with an error. nats.go's ordered consumer makes a new
+// server-side consumer for each fetch and, left to its default, tries that
+// again and again, forever, whatever the read's context says: a coordinator
+// killed in the middle of a read could never return from Run.
+func TestReadAllEndsWhenItsConnectionCloses(t *testing.T) {
+	st := newStore(t, true)
+	ctx := testCtx(t, 30*time.Second)
+	for range 1100 { // more than one fetch (1,024) takes
+		if _, err := st.Append(ctx, "n1", "", &schema.JournalEntry{V: schema.JournalVersion, At: time.Now().UTC(), Op: "op"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		read := 0
+		done <- st.ReadSubject(ctx, schema.StreamJournal, schema.JournalSubject("n1"), func([]byte) error {
+			if read++; read == 1 {
+				st.Conn().Close()
+			}
+			return nil
+		})
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a read whose connection closed succeeded")
+		}
+		t.Logf("read whose connection closed: %v", err)
+	case <-time.After(20 * time.Second): // one try at a consumer takes at most 10 s
+		t.Fatal("a read whose connection closed did not return")
+	}
+}

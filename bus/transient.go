@@ -25,7 +25,11 @@ func Transient(err error) bool {
 	case errors.As(err, &ce),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting):
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
+		// A pull cut short: the consumer's server stopped, its leader
+		// moved, or the server dropped it (an ordered consumer makes it anew).
+		errors.Is(err, jetstream.ErrServerShutdown), errors.Is(err, jetstream.ErrConsumerLeadershipChanged),
+		errors.Is(err, jetstream.ErrConsumerDeleted):
 		return true
 	case errors.As(err, &api):
 		return api.Code == 503 // JetStream temporarily unavailable

@@ -29,6 +29,9 @@ func TestTransient(t *testing.T) {
 		{&jetstream.APIError{Code: 503, ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
 		{errors.New("bus: list snapshots: nats: JetStream system temporarily unavailable"), true},
 		{fmt.Errorf("start: %w", temporary{}), true},
+		{jetstream.ErrServerShutdown, true}, // a fetch cut short: its consumer's server stopped
+		{jetstream.ErrConsumerLeadershipChanged, true},
+		{jetstream.ErrConsumerDeleted, true},
 		{nil, false},
 		{errors.New("configuration says fail_start: refusing to become healthy"), false},
 		{&jetstream.APIError{Code: 404, ErrorCode: 10059, Description: "stream not found"}, false},

@@ -37,7 +37,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/coordinator"
 	"github.com/restartcoord/restartcoord/node"
@@ -327,25 +326,11 @@ func (f *benchFleet) readStream(stream, filter string) [][]byte {
 	f.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cons, err := f.bs.JetStream().OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	if err != nil {
+	var out [][]byte
+	if err := f.bs.ReadSubject(ctx, stream, filter, func(data []byte) error { out = append(out, data); return nil }); err != nil {
 		f.tb.Fatal(err)
 	}
-	var out [][]byte
-	for {
-		batch, err := cons.FetchNoWait(500)
-		if err != nil {
-			f.tb.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			out = append(out, m.Data())
-		}
-		if n == 0 {
-			return out
-		}
-	}
+	return out
 }
 
 type benchDurations []time.Duration

@@ -279,29 +279,19 @@ func (f *fleet) restartResults() []schema.RestartResult {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cons, err := f.bs.JetStream().OrderedConsumer(ctx, schema.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{schema.NodeEventSubject("*", schema.EventRestartResult)}})
+	var out []schema.RestartResult
+	err := bus.ReadAll(ctx, f.bs.JetStream(), schema.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{schema.NodeEventSubject("*", schema.EventRestartResult)}}, func(m jetstream.Msg) error {
+		var r schema.RestartResult
+		if json.Unmarshal(m.Data(), &r) == nil {
+			out = append(out, r)
+		}
+		return nil
+	})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	var out []schema.RestartResult
-	for {
-		batch, err := cons.FetchNoWait(500)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var r schema.RestartResult
-			if json.Unmarshal(m.Data(), &r) == nil {
-				out = append(out, r)
-			}
-		}
-		if n == 0 {
-			return out
-		}
-	}
+	return out
 }
 
 // alerts reads the alerts of a kind from ORCH_ALERTS.
