@@ -13,8 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/restartcoord/restartcoord/bus"
-	"github.com/restartcoord/restartcoord/internal/hangtest"
 	"github.com/restartcoord/restartcoord/client"
+	"github.com/restartcoord/restartcoord/internal/hangtest"
 	"github.com/restartcoord/restartcoord/node"
 	"github.com/restartcoord/restartcoord/schema"
 )
