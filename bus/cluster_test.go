@@ -14,16 +14,23 @@ import (
 	"github.com/restartcoord/restartcoord/schema"
 )
 
-func TestClusterSurvivesServerRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("3-server cluster: skipped under -short")
-	}
-	ctx := testCtx(t, 60*time.Second)
+// startCluster starts a 3-server cluster, stopped when the test ends.
+func startCluster(t *testing.T, ctx context.Context) *bus.Cluster {
+	t.Helper()
 	c, err := bus.StartCluster(ctx, 3, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Stop)
+	return c
+}
+
+func TestClusterSurvivesServerRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-server cluster: skipped under -short")
+	}
+	ctx := testCtx(t, 60*time.Second)
+	c := startCluster(t, ctx)
 	if len(c.Servers) != 3 {
 		t.Fatalf("%d servers", len(c.Servers))
 	}
@@ -193,11 +200,7 @@ func TestReadAllRidesAJetStreamOutage(t *testing.T) {
 		t.Skip("3-server cluster: skipped under -short")
 	}
 	ctx := testCtx(t, 90*time.Second)
-	c, err := bus.StartCluster(ctx, 3, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
+	c := startCluster(t, ctx)
 	// The client talks to server 0 alone, which stays up.
 	conn := connect(t, c.Servers[0].URL(), bus.ConnOptions{Name: "read-test"})
 	st, err := bus.NewStore(conn)

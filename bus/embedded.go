@@ -136,7 +136,7 @@ func StartCluster(ctx context.Context, n int, dir string) (*Cluster, error) {
 	}
 	ports := make([]int, n)
 	for i := range ports {
-		p, err := freePort()
+		p, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -260,7 +260,9 @@ func (c *Cluster) Stop() {
 	}
 }
 
-func freePort() (int, error) {
+// FreePort asks the system for a TCP port free on 127.0.0.1 now (another
+// process may take it before it is used).
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -189,7 +188,7 @@ func (c *Cluster) startServers() error {
 	for i := range 3 {
 		s := &server{name: fmt.Sprintf("nats-%d", i+1)}
 		for _, p := range []*int{&s.client, &s.route, &s.monitor} {
-			port, err := freePort()
+			port, err := bus.FreePort()
 			if err != nil {
 				return err
 			}
@@ -465,15 +464,6 @@ func (c *Cluster) Logs() []string {
 }
 
 func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 func waitHTTP(port int, within time.Duration) error {
 	deadline := time.Now().Add(within)

@@ -616,15 +616,7 @@ func testNATSServerKill(t *testing.T, ctx context.Context, c *Cluster) {
 	t.Logf("%s started again at %s", victim, only)
 
 	// It catches up: every stream has its three peers current.
-	conn, err := bus.Connect(ctx, bus.ConnOptions{URL: only, Name: "integration-outage"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	js, err := jetstream.New(conn.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamAt(t, ctx, only, "integration-outage")
 	var seen []string // the distinct reasons it was not yet so
 	took = eventually(t, 90*time.Second, "every stream current on nats-1..3 after the restart", func() error {
 		err := streamsCurrent(ctx, js)
@@ -671,18 +663,26 @@ func testNATSServerKill(t *testing.T, ctx context.Context, c *Cluster) {
 	}
 }
 
-// journalLeader is the server leading ORCH_JOURNAL.
-func journalLeader(t *testing.T, ctx context.Context, url string) string {
+// jetStreamAt is JetStream through the server at url alone, its connection
+// closed when the test ends.
+func jetStreamAt(t *testing.T, ctx context.Context, url, name string) jetstream.JetStream {
 	t.Helper()
-	conn, err := bus.Connect(ctx, bus.ConnOptions{URL: url, Name: "integration-leader"})
+	conn, err := bus.Connect(ctx, bus.ConnOptions{URL: url, Name: name})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(conn.Close)
 	js, err := jetstream.New(conn.Conn)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js
+}
+
+// journalLeader is the server leading ORCH_JOURNAL.
+func journalLeader(t *testing.T, ctx context.Context, url string) string {
+	t.Helper()
+	js := jetStreamAt(t, ctx, url, "integration-leader")
 	cctx, cancel := context.WithTimeout(ctx, apiWait)
 	defer cancel()
 	s, err := js.Stream(cctx, schema.StreamJournal)
