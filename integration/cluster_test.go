@@ -209,16 +209,7 @@ func microInstances(out []byte) (map[string][]string, error) {
 // closes when the test ends.
 func openNodesBucket(t *testing.T, ctx context.Context, url, name string) jetstream.KeyValue {
 	t.Helper()
-	conn, err := bus.Connect(ctx, bus.ConnOptions{URL: url, Name: name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(conn.Close)
-	js, err := jetstream.New(conn.Conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := nodesBucket(ctx, js)
+	kv, err := nodesBucket(ctx, jetStreamAt(t, ctx, url, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,22 +554,7 @@ func testNATSServerKill(t *testing.T, ctx context.Context, c *Cluster) {
 	}
 	t.Logf("killed %s (the %s leader); serving through %s", victim, schema.StreamJournal, url)
 
-	took := eventually(t, 60*time.Second, "every node healthy through the other servers", func() error {
-		for _, id := range Nodes {
-			h, err := c.healthAt(ctx, url, id)
-			if err != nil {
-				return err
-			}
-			if !h.Healthy {
-				return fmt.Errorf("%s answers unhealthy: %+v", id, h)
-			}
-		}
-		l, err := c.nodesAt(ctx, url)
-		if err != nil {
-			return err
-		}
-		return allHealthy(l)
-	})
+	took := eventually(t, 60*time.Second, "every node healthy through the other servers", func() error { return c.allHealthyAt(ctx, url) })
 	t.Logf("all nodes healthy through the other servers %s after the kill", took.Round(time.Millisecond))
 
 	// Tasks created during the outage, each with its own request id: a
