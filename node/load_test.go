@@ -399,7 +399,10 @@ func TestBatchStoredByAnEarlierWorkerIsNotTakenForOurs(t *testing.T) {
 	if after := e.health("n1").WorkerPID; after == before {
 		t.Errorf("worker %d kept serving after finding another worker's batch", after)
 	}
-	// And a restore finds exactly that task.
+	// And a restore finds exactly that task. The crash recovery that
+	// replaced the worker may still be finishing (the new worker answers
+	// before it ends): a restart now would get RESTART_IN_PROGRESS.
+	waitFor(t, 30*time.Second, "n1 healthy after its crash recovery", func() bool { return e.health("n1").Healthy })
 	e.restart("n1", map[string]any{"graceful": false, "reason": "error_recovery"})
 	back, err := cl.GetTask(ctx, theirs.TaskID)
 	if err != nil || !back.Equal(&theirs) {
