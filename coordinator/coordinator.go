@@ -82,6 +82,13 @@ type Coordinator struct {
 	elect *election
 	mem   *membership
 	brk   *Breaker
+	// brkMu orders the breaker's changes with their writes to ORCH_COORD
+	// (which cluster health reads): an operator's reset and a pass that
+	// opened it again in the same millisecond stored "closed" last while
+	// the breaker was open (found by a CI rehearsal). brkUnsaved: the last
+	// change was not stored; the next pass stores the state again.
+	brkMu      sync.Mutex
+	brkUnsaved bool
 
 	mu       sync.Mutex
 	inflight map[string]bool // node ids with a restart this leader sent and awaits

@@ -67,21 +67,42 @@ func (c *Coordinator) breakerPass(ctx context.Context, planned map[string]bool) 
 		}
 	}
 	unhealthy := len(counted)
+	c.brkMu.Lock()
+	defer c.brkMu.Unlock()
 	if !c.brk.Observe(unhealthy, total, now) {
+		if c.brkUnsaved {
+			c.saveBreaker(ctx)
+		}
 		return
 	}
-	open, reason := c.brk.Open()
-	st := schema.BreakerState{Open: open, Reason: reason}
-	if open {
-		t := now.UTC()
-		st.OpenedAt = &t
-		c.alert(schema.SeverityCritical, "circuit_breaker_open", "", "circuit breaker open: automatic restarts and rolls stop: "+reason,
+	if st := c.brk.State(); st.Open {
+		c.alert(schema.SeverityCritical, "circuit_breaker_open", "", "circuit breaker open: automatic restarts and rolls stop: "+st.Reason,
 			map[string]any{"unhealthy": unhealthy, "total": total, "nodes": counted})
 	} else {
 		c.alert(schema.SeverityInfo, "circuit_breaker_closed", "", "circuit breaker closed: the unhealthy count stayed under the threshold",
 			map[string]any{"unhealthy": unhealthy, "total": total})
 	}
-	_ = c.state.putBreaker(ctx, st)
+	c.saveBreaker(ctx)
+}
+
+// State is the breaker as stored in ORCH_COORD and shown by cluster health.
+func (b *Breaker) State() schema.BreakerState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := schema.BreakerState{Type: schema.TypeBreaker, Open: b.open, Reason: b.reason}
+	if b.open {
+		t := b.openedAt.UTC()
+		st.OpenedAt = &t
+	}
+	return st
+}
+
+// saveBreaker stores the breaker's state for cluster health and the next
+// leader; held: brkMu. One that fails is tried again by the next pass.
+func (c *Coordinator) saveBreaker(ctx context.Context) error {
+	err := c.state.putBreaker(ctx, c.brk.State())
+	c.brkUnsaved = err != nil
+	return err
 }
 
 // countsForBreaker says whether, and why, the breaker counts a node that is

@@ -273,11 +273,12 @@ func (c *Coordinator) doBreakerReset(ctx context.Context, data []byte, _ string,
 	if err := schema.Decode(data, &req); err != nil {
 		return nil, err
 	}
+	c.brkMu.Lock()
+	defer c.brkMu.Unlock()
 	if c.brk.Reset() {
 		c.alert(schema.SeverityInfo, "circuit_breaker_closed", "", "circuit breaker reset by an operator", nil)
 	}
-	b := schema.BreakerState{Type: schema.TypeBreaker}
-	return b, c.state.putBreaker(ctx, b)
+	return c.brk.State(), c.saveBreaker(ctx)
 }
 
 func (c *Coordinator) doNodeOp(op string) action {
