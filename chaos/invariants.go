@@ -149,8 +149,9 @@ type jobStep struct {
 // the job tasks up to the steps each task reports done is there, and a step
 // that ran twice ran first in a worker that ended abruptly (killed, or
 // stopped and then killed by its watchdog). Across graceful restarts every
-// step runs exactly once.
-func checkJobSteps(events [][]byte, jobs map[string][]schema.Task, ab *abrupt) Verdict {
+// step runs exactly once. explain (may be nil) tells what is known of a
+// worker a step ran again after, for the report.
+func checkJobSteps(events [][]byte, jobs map[string][]schema.Task, ab *abrupt, explain func(pid int) string) Verdict {
 	const name = "job steps run exactly once across graceful restarts"
 	runs := map[string][]jobStep{}
 	for _, data := range events {
@@ -184,7 +185,11 @@ func checkJobSteps(events [][]byte, jobs map[string][]schema.Task, ab *abrupt) V
 					case ab.has(r.PID):
 						repeats++
 					default:
-						bad = append(bad, fmt.Sprintf("%s/%s step %d ran again after worker %d, which stopped gracefully", node, t.TaskID, n, r.PID))
+						msg := fmt.Sprintf("%s/%s step %d ran again after worker %d, which stopped gracefully", node, t.TaskID, n, r.PID)
+						if explain != nil {
+							msg += " (" + explain(r.PID) + ")"
+						}
+						bad = append(bad, msg)
 					}
 				}
 			}
@@ -194,6 +199,31 @@ func checkJobSteps(events [][]byte, jobs map[string][]schema.Task, ab *abrupt) V
 		return fail(name, "%d problems: %s", len(bad), strings.Join(bad[:min(3, len(bad))], "; "))
 	}
 	return pass(name, "%d steps of %d jobs; %d re-run after a worker was killed (allowed), none after a graceful restart", steps, countJobs(jobs), repeats)
+}
+
+// workerStory tells, from the nodes' restart results, how a worker started
+// and ended: what to look at when a step ran again after it.
+func workerStory(results []schema.RestartResult) func(pid int) string {
+	return func(pid int) string {
+		var parts []string
+		for _, r := range results {
+			var role string
+			switch pid {
+			case r.NewPID:
+				role = "started"
+			case r.OldPID:
+				role = "ended"
+			default:
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%s by %s restart %s at %s: graceful %v, success %v, notes %q", role, r.Reason,
+				r.RestartID, r.StartedAt.UTC().Format("15:04:05.000"), r.Graceful, r.Success, r.Errors))
+		}
+		if len(parts) == 0 {
+			return "no restart result names it"
+		}
+		return strings.Join(parts, "; ")
+	}
 }
 
 func countJobs(jobs map[string][]schema.Task) int {

@@ -245,13 +245,13 @@ func TestCheckJobSteps(t *testing.T) {
 			if tc.detail != "" {
 				want = append(want, tc.detail)
 			}
-			wantVerdict(t, "job steps", checkJobSteps(events, jobs, abruptPIDs(tc.abrupt...)), tc.pass, want...)
+			wantVerdict(t, "job steps", checkJobSteps(events, jobs, abruptPIDs(tc.abrupt...), nil), tc.pass, want...)
 		})
 	}
 }
 
 func TestCheckJobStepsNoJobs(t *testing.T) {
-	wantVerdict(t, "no jobs", checkJobSteps(nil, nil, &abrupt{}), true, "0 steps of 0 jobs")
+	wantVerdict(t, "no jobs", checkJobSteps(nil, nil, &abrupt{}, nil), true, "0 steps of 0 jobs")
 }
 
 // --- checkBudget and maxConcurrent ---
@@ -651,3 +651,21 @@ func TestCheckTasksNothingAcked(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A step run again after a worker that stopped gracefully is reported with
+// what the restart results say of that worker.
+func TestCheckJobStepsExplainsTheWorker(t *testing.T) {
+	jobs := map[string][]schema.Task{"n1": {{TaskID: "j1", StepsDone: 2}}}
+	var events [][]byte
+	for _, e := range []struct{ step, pid int }{{1, 100}, {2, 100}, {2, 101}} {
+		events = append(events, stepEvent(t, "n1", "j1", e.step, e.pid))
+	}
+	results := []schema.RestartResult{
+		{RestartID: "r0", Reason: schema.ReasonManualRequest, NewPID: 100, Graceful: true, Success: true, StartedAt: t0},
+		{RestartID: "r1", Reason: schema.ReasonRollingRestart, OldPID: 100, NewPID: 101, Graceful: true, Success: true, StartedAt: t0},
+	}
+	wantVerdict(t, "explained", checkJobSteps(events, jobs, &abrupt{}, workerStory(results)), false,
+		"step 2 ran again after worker 100, which stopped gracefully (started by manual_request restart r0",
+		"ended by rolling_restart restart r1")
+	wantVerdict(t, "unexplained", checkJobSteps(events, jobs, &abrupt{}, workerStory(nil)), false, "(no restart result names it)")
+}

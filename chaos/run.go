@@ -164,7 +164,7 @@ func Run(ctx context.Context, c *Cluster, rc RunConfig) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chaos: reading job steps: %w", err)
 	}
-	rep.Verdicts = append(rep.Verdicts, checkJobSteps(steps, jobTasks(rec, reader), &c.abrupt))
+	rep.Verdicts = append(rep.Verdicts, checkJobSteps(steps, jobTasks(rec, reader), &c.abrupt, workerStory(results)))
 	rep.Verdicts = append(rep.Verdicts, checkBudget(results, rollIDs))
 	c.termMu.Lock()
 	terms := slices.Clone(c.terms)
