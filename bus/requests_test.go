@@ -209,3 +209,55 @@ func TestStoreReply(t *testing.T) {
 		t.Fatalf("reply %v, %v", m, err)
 	}
 }
+
+// A request stream whose consumer the server drops (deleted, as a JetStream
+// fault can do to a pull) goes on delivering: nats.go ends the iterator for
+// good on "consumer deleted", and a worker's request pump then spun on
+// ErrMsgIteratorClosed, serving no request, while the node answered healthy
+// (found by the chaos suite: a buffered request applied two minutes late,
+// by the next worker).
+func TestRequestsResumeAfterTheirConsumerIsDeleted(t *testing.T) {
+	st := newStore(t, true)
+	ctx := testCtx(t, 30*time.Second)
+	reqs, err := st.OpenRequests(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reqs.Stop()
+	if _, err := publishRequest(t, st.JetStream(), "n1", "c1", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := reqs.Next(ctx)
+	if err != nil || r.RequestID != "r1" {
+		t.Fatalf("first request: %+v, %v", r, err)
+	}
+	if err := r.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.JetStream().DeleteConsumer(ctx, schema.StreamRequests, "node-n1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publishRequest(t, st.JetStream(), "n1", "c1", "r2"); err != nil {
+		t.Fatal(err)
+	}
+	// As the worker's pump does: errors are logged and Next called again.
+	var errs []string
+	for ctx.Err() == nil {
+		r, err := reqs.Next(testCtx(t, 3*time.Second))
+		switch {
+		case err == nil && r.RequestID == "r1":
+			// Its acknowledgement may not have reached the consumer before
+			// it was deleted: delivered again, as a new worker would get it.
+			_ = r.Ack()
+			continue
+		case err == nil && r.RequestID == "r2":
+			t.Logf("r2 delivered after: %v", errs)
+			return
+		case err == nil:
+			t.Fatalf("got %s, want r2", r.RequestID)
+		}
+		errs = append(errs, err.Error())
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("r2 never delivered once the consumer was deleted; Next said %v", errs)
+}
