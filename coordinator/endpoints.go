@@ -181,7 +181,11 @@ func (c *Coordinator) handleHealth(ctx context.Context, data []byte, _ nats.Head
 	if b, err := c.state.breaker(ctx); err == nil {
 		h.CircuitBreaker = b
 	}
-	hist, _ := c.history(ctx, historyFilter{since: time.Now().Add(-24 * time.Hour)})
+	// A health answer is quick: while JetStream does not answer the read
+	// (an election) the count is left out rather than the answer held up.
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	hist, _ := c.history(hctx, historyFilter{since: time.Now().Add(-24 * time.Hour)})
+	cancel()
 	h.RestartCount24h = len(hist)
 	if len(hist) > 0 {
 		t := hist[len(hist)-1].CompletedAt

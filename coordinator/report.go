@@ -42,8 +42,12 @@ type historyFilter struct {
 	since  time.Time
 }
 
-// history reads restart results of every node from ORCH_EVENTS, oldest first.
+// history reads restart results of every node from ORCH_EVENTS, oldest
+// first. It waits for JetStream (an election) up to historyWait: a handler's
+// context has no deadline of its own.
 func (c *Coordinator) history(ctx context.Context, f historyFilter) ([]schema.RestartResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, historyWait)
+	defer cancel()
 	node := "*"
 	if f.node != "" {
 		node = f.node
@@ -62,6 +66,8 @@ func (c *Coordinator) history(ctx context.Context, f historyFilter) ([]schema.Re
 	})
 	return out, err
 }
+
+const historyWait = 20 * time.Second
 
 // HistoryEntry is one restart of cluster.history.
 type HistoryEntry struct {
