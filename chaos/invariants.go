@@ -77,7 +77,7 @@ func checkTasks(ctx context.Context, rec *Record, read func(node string) ([]sche
 				first = append(first, fmt.Sprintf("%s/%s lost", node, id))
 			case !g.Equal(&w):
 				differ++
-				first = append(first, fmt.Sprintf("%s/%s differs", node, id))
+				first = append(first, fmt.Sprintf("%s/%s differs: acknowledged %s, found %s", node, id, taskBrief(&w), taskBrief(&g)))
 			}
 		}
 	}
@@ -85,6 +85,11 @@ func checkTasks(ctx context.Context, rec *Record, read func(node string) ([]sche
 		return fail(name, "%d of %d acknowledged tasks lost, %d differ: %s", lost, total, differ, strings.Join(first[:min(3, len(first))], "; "))
 	}
 	return pass(name, "%d acknowledged tasks, compared by content after an emergency restart of every node", total)
+}
+
+// taskBrief is what a report shows of a task that differs.
+func taskBrief(t *schema.Task) string {
+	return fmt.Sprintf("{status %s, checkpoint %s, updated %s}", t.Status, t.Checkpoint, t.UpdatedAt.UTC().Format("15:04:05.000"))
 }
 
 // checkRequests checks every acknowledged request id against the journal

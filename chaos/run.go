@@ -256,13 +256,21 @@ func (c *Cluster) oneFault(ctx context.Context, rng *rand.Rand, rc RunConfig, st
 	}
 	healed := time.Now()
 	fr.Held = healed.Sub(start) - fr.At
-	if err := c.waitRecovered(ctx, kind, fr.Target, 60*time.Second); err == nil {
+	held, err := c.waitRecovered(ctx, kind, fr.Target, 60*time.Second)
+	if err == nil {
 		fr.Recovery = time.Since(healed)
+		if fr.Recovery > slowRecovery && held != "" {
+			fr.Note = strings.TrimSpace(fr.Note + " last waited on: " + held)
+		}
 	} else {
 		fr.Err += err.Error()
 	}
 	return fr
 }
+
+// slowRecovery: a recovery longer than this is reported with what the
+// harness was still waiting on just before it.
+const slowRecovery = 5 * time.Second
 
 // holdTime is how long a fault lasts before it heals: kills are healed
 // (the process started again) after 1 s, as systemd's RestartSec would.
@@ -285,31 +293,53 @@ func holdTime(kind string, rng *rand.Rand) time.Duration {
 
 // waitRecovered waits until the fault's target is healthy again: the node
 // for a node fault; every node and a leader for the others.
-func (c *Cluster) waitRecovered(ctx context.Context, kind, target string, within time.Duration) error {
+func (c *Cluster) waitRecovered(ctx context.Context, kind, target string, within time.Duration) (held string, err error) {
 	recovered := poll(ctx, within, func() bool {
 		switch kind {
 		case "kill-worker", "kill-node", "stop-worker", "stop-node", "partition-node":
 			h, err := c.Health(ctx, target)
-			return err == nil && h.Healthy
+			held = healthWhy(h, err)
+			return held == ""
 		}
-		if len(c.unhealthyAny(ctx)) > 0 {
+		if bad := c.unhealthyAny(ctx); len(bad) > 0 {
+			held = fmt.Sprint(bad)
 			return false
 		}
 		h, err := c.ClusterHealth(ctx)
-		return err == nil && h.Leader != ""
+		switch {
+		case err != nil:
+			held = "cluster health: " + err.Error()
+		case h.Leader == "":
+			held = "cluster health: no leader"
+		default:
+			return true
+		}
+		return false
 	})
 	if !recovered {
-		return fmt.Errorf("%s not recovered within %s: unhealthy %v", target, within, c.Unhealthy(ctx))
+		return held, fmt.Errorf("%s not recovered within %s: unhealthy %v", target, within, c.Unhealthy(ctx))
 	}
-	return nil
+	return held, nil
 }
 
-// unhealthyAny lists nodes not answering healthy (any phase).
-func (c *Cluster) unhealthyAny(ctx context.Context) []string {
-	var out []string
+// healthWhy says why a health answer is not healthy ("" when it is).
+func healthWhy(h schema.Health, err error) string {
+	switch {
+	case err != nil:
+		return err.Error()
+	case !h.Healthy:
+		return "unhealthy, phase " + string(h.Phase)
+	}
+	return ""
+}
+
+// unhealthyAny says, of each node not answering healthy (any phase), why.
+func (c *Cluster) unhealthyAny(ctx context.Context) map[string]string {
+	out := map[string]string{}
 	for _, id := range c.nodes {
-		if h, err := c.Health(ctx, id); err != nil || !h.Healthy {
-			out = append(out, id)
+		h, err := c.Health(ctx, id)
+		if why := healthWhy(h, err); why != "" {
+			out[id] = why
 		}
 	}
 	return out
@@ -427,7 +457,7 @@ func (c *Cluster) rebuildAndRead(ctx context.Context) (map[string][]schema.Task,
 		cancel()
 		if err != nil || !res.Success {
 			failed = append(failed, fmt.Sprintf("%s: %v %s %v", id, err, res.Message, res.Errors))
-			if err := c.waitRecovered(ctx, "kill-worker", id, 60*time.Second); err != nil {
+			if _, err := c.waitRecovered(ctx, "kill-worker", id, 60*time.Second); err != nil {
 				return nil, failed, err
 			}
 		}
