@@ -312,11 +312,18 @@ func (c *Coordinator) hearing(ctx context.Context, w *watches) bool {
 // the coordinator's own (its server cut off, its pings not timed out yet);
 // silence that outlasts that, on a connection that answers, is the fleet's.
 // Checked again where a pass judges, since a pass's own JetStream reads can
-// wait out a cut-off before it gets there.
+// wait out a cut-off before it gets there. A coordinator that has heard no
+// node since it started counts that silence from its start: one started on
+// a server that was itself just restarted heard nobody for a few seconds
+// and, once warm, opened the breaker on four nodes "never heard" (found by
+// a CI rehearsal of the chaos suite).
 func (c *Coordinator) fleetSilent(now time.Time) bool {
 	last := c.mem.lastHeard()
+	if last.IsZero() {
+		last = c.started
+	}
 	silence := now.Sub(last)
-	return !last.IsZero() && silence > c.answerWindow() && silence < c.pingTimeout()+2*c.answerWindow()
+	return silence > c.answerWindow() && silence < c.pingTimeout()+2*c.answerWindow()
 }
 
 // pingTimeout is how long a black-holed connection of this coordinator can
