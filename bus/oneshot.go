@@ -22,8 +22,7 @@ import (
 // to nats.go's default, a fetch tries again and again, forever, whatever
 // the caller's context says, so a read whose connection closed under it (a
 // coordinator killed mid-read) never returned, and neither did the
-// coordinator's Run. A caller that wants to ride a JetStream election
-// retries the whole read (RetryTransient).
+// coordinator's Run. ReadAll retries a fetch itself, within its context.
 func OneShotConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, func(), error) {
 	if cfg.InactiveThreshold == 0 {
 		cfg.InactiveThreshold = 10 * time.Second
@@ -66,29 +65,11 @@ func ReadAll(ctx context.Context, js jetstream.JetStream, stream string, cfg jet
 	var left uint64 // messages still to read, counted at the first one (0: not yet)
 	var bo backoff.BackOff
 	for {
-		batch, err := cons.FetchNoWait(1024)
 		got, done := 0, false
+		batch, err := cons.FetchNoWait(1024)
 		if err == nil {
-			for m := range batch.Messages() {
-				if done {
-					continue // drain the batch
-				}
-				got++
-				md, err := m.Metadata()
-				if err != nil {
-					return err
-				}
-				if left == 0 {
-					left = md.NumPending + 1
-				}
-				if err := fn(m); err != nil {
-					return err
-				}
-				left--
-				done = left == 0 || md.NumPending == 0
-			}
-			if done {
-				return nil
+			if got, done, err = readBatch(batch, &left, fn); done || err != nil {
+				return err
 			}
 			err = batch.Error()
 		}
@@ -113,4 +94,29 @@ func ReadAll(ctx context.Context, js jetstream.JetStream, stream string, cfg jet
 		case <-time.After(wait):
 		}
 	}
+}
+
+// readBatch calls fn with a batch's messages until left (counted at the
+// first message read) reaches 0 or nothing is pending; the rest of the batch
+// is drained. done: the read is complete.
+func readBatch(batch jetstream.MessageBatch, left *uint64, fn func(jetstream.Msg) error) (got int, done bool, err error) {
+	for m := range batch.Messages() {
+		if done || err != nil {
+			continue // drain the batch
+		}
+		got++
+		var md *jetstream.MsgMetadata
+		if md, err = m.Metadata(); err != nil {
+			continue
+		}
+		if *left == 0 {
+			*left = md.NumPending + 1
+		}
+		if err = fn(m); err != nil {
+			continue
+		}
+		*left--
+		done = *left == 0 || md.NumPending == 0
+	}
+	return got, done, err
 }

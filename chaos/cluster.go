@@ -358,12 +358,9 @@ func (c *Cluster) Unhealthy(ctx context.Context) map[string]string {
 	out := map[string]string{}
 	for _, id := range c.nodes {
 		h, err := c.Health(ctx, id)
-		switch {
-		case err != nil:
-			out[id] = err.Error()
-		case !h.Healthy:
-			out[id] = "phase " + string(h.Phase)
-		case h.Phase != schema.PhaseIdle:
+		if why := healthWhy(h, err); why != "" {
+			out[id] = why
+		} else if h.Phase != schema.PhaseIdle {
 			out[id] = "phase " + string(h.Phase)
 		}
 	}
