@@ -48,11 +48,11 @@ func AcquireLease(ctx context.Context, js jetstream.JetStream, bucket, key strin
 	rev, err := kv.Create(ctx, key, value, jetstream.KeyTTL(ttl))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			holder := "unknown"
+			held := &LeaseHeldError{Key: key, Holder: "unknown"}
 			if e, gerr := kv.Get(ctx, key); gerr == nil {
-				holder = string(e.Value())
+				held.Holder, held.Revision = string(e.Value()), e.Revision()
 			}
-			return nil, &LeaseHeldError{Key: key, Holder: holder}
+			return nil, held
 		}
 		return nil, fmt.Errorf("bus: acquire lease %s: %w", key, err)
 	}
@@ -60,10 +60,12 @@ func AcquireLease(ctx context.Context, js jetstream.JetStream, bucket, key strin
 		term: rev, rev: rev, validUntil: sent.Add(ttl)}, nil
 }
 
-// LeaseHeldError says who holds a lease.
+// LeaseHeldError says who holds a lease, and at which revision (0 when it
+// could not be read): a holder that refreshes its lease moves it.
 type LeaseHeldError struct {
-	Key    string
-	Holder string
+	Key      string
+	Holder   string
+	Revision uint64
 }
 
 func (e *LeaseHeldError) Error() string {

@@ -88,6 +88,38 @@ func TestSecondNodeWithSameIDRefusesToStart(t *testing.T) {
 	}
 }
 
+// TestSilentHolderThatRefreshesItsLeaseIsAlive: a holder of the node id
+// whose heartbeats do not arrive but which refreshes its lease is alive, so
+// a node waiting for that lease refuses to start, without waiting out the
+// whole window (TTL plus start timeout) that a silent holder's lease gets.
+func TestSilentHolderThatRefreshesItsLeaseIsAlive(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.fastConfig("n1")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const other = "n1@elsewhere/1/00000000"
+	l, err := bus.AcquireLease(ctx, e.bs.JetStream(), schema.BucketLeases, schema.LeaseKeyNode("n1"), []byte(other), cfg.LeaseTTL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refreshing, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		for refreshing.Err() == nil {
+			time.Sleep(500 * time.Millisecond)
+			_ = l.Refresh(refreshing)
+		}
+	}()
+	sup, err := node.NewSupervisor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = sup.Run(ctx, nil)
+	if !errors.Is(err, node.ErrNodeIDTaken) || !strings.Contains(err.Error(), "lease moved") {
+		t.Fatalf("Run returned %v, want ErrNodeIDTaken because the lease moved", err)
+	}
+}
+
 func TestStopDrainsSnapshotsAndDeregisters(t *testing.T) {
 	e := newEnv(t)
 	sup, err := node.NewSupervisor(e.fastConfig("n1"))

@@ -273,6 +273,10 @@ func TestLoadWithNATSServerRestartLosesNothing(t *testing.T) {
 // outage during that wait (two of three servers down: no quorum for the R3
 // leases bucket) is retried, not a failed start (found by the chaos suite:
 // the supervisor exited with "acquire lease: no response from stream").
+// The outage outlasts the wait's window (LeaseTTL + 2 s): the window counts
+// from JetStream answering again, since only a stream leader expires the
+// lease (found by CI: an 8 s election outlasted a window counted from the
+// start of the wait).
 func TestNodeStartRidesAJetStreamOutage(t *testing.T) {
 	e, cl := newClusterEnv(t)
 	cfg := e.fastConfig("n1")
@@ -291,7 +295,7 @@ func TestNodeStartRidesAJetStreamOutage(t *testing.T) {
 		time.Sleep(500 * time.Millisecond) // the node is waiting for the lease by now
 		cl.StopServer(1)
 		cl.StopServer(2)
-		time.Sleep(3 * time.Second)
+		time.Sleep(cfg.LeaseTTL + 3*time.Second)
 		for _, i := range []int{1, 2} {
 			if err := cl.Start(i); err != nil {
 				t.Error(err)

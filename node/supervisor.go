@@ -183,9 +183,9 @@ func (s *Supervisor) load(ctx context.Context) error {
 }
 
 // takeNodeID acquires the node-id lease. If another holder has it and is
-// alive (its heartbeats arrive), this node refuses to start; if the holder
-// is silent (a supervisor killed with -9, restarted by systemd or Docker),
-// it waits for that lease to expire.
+// alive (its heartbeats arrive, or it refreshes the lease), this node
+// refuses to start; if the holder is silent (a supervisor killed with -9,
+// restarted by systemd or Docker), it waits for that lease to expire.
 func (s *Supervisor) takeNodeID(ctx context.Context) error {
 	js := s.bs.JetStream()
 	key := schema.LeaseKeyNode(s.cfg.NodeID)
@@ -204,7 +204,15 @@ func (s *Supervisor) takeNodeID(ctx context.Context) error {
 		return fmt.Errorf("%w: %v, and it is alive (its heartbeats arrive)", ErrNodeIDTaken, err)
 	}
 	s.log.Warn("node id held by a silent holder; waiting for its lease to expire", "holder_err", err, "ttl", s.cfg.LeaseTTL)
-	deadline := time.Now().Add(s.cfg.LeaseTTL + 2*time.Second)
+	// Only a stream leader expires a lease: after a JetStream outage, one
+	// elected late does it well after the TTL ran out (found by CI: a 3 s
+	// outage and an 8 s election outlasted a wait of TTL + 2 s). So the wait
+	// allows the TTL plus StartTimeout, the time any start gives JetStream
+	// to answer, and ends early only if the lease moves: a holder that
+	// refreshes it is alive.
+	first := revisionHeld(err)
+	window := s.cfg.LeaseTTL + s.cfg.StartTimeout
+	deadline := time.Now().Add(window)
 	for time.Now().Before(deadline) {
 		select {
 		case <-ctx.Done():
@@ -215,8 +223,20 @@ func (s *Supervisor) takeNodeID(ctx context.Context) error {
 		if !errors.Is(err, bus.ErrLeaseHeld) {
 			return err
 		}
+		if rev := revisionHeld(err); first != 0 && rev != 0 && rev != first {
+			return fmt.Errorf("%w: %v, and it is alive (its lease moved from revision %d to %d)", ErrNodeIDTaken, err, first, rev)
+		}
 	}
-	return fmt.Errorf("%w: %v (its lease did not expire within %s)", ErrNodeIDTaken, err, s.cfg.LeaseTTL+2*time.Second)
+	return fmt.Errorf("%w: %v (its lease did not expire within %s)", ErrNodeIDTaken, err, window)
+}
+
+// revisionHeld is the revision of a lease held by another, or 0.
+func revisionHeld(err error) uint64 {
+	var held *bus.LeaseHeldError
+	if errors.As(err, &held) {
+		return held.Revision
+	}
+	return 0
 }
 
 // acquireNodeID tries to create the node-id lease. A JetStream failover (a
