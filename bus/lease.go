@@ -137,27 +137,24 @@ func (l *Lease) Release(ctx context.Context) error {
 
 // LeaseHolder returns the current value of a lease key, or "" when free.
 func LeaseHolder(ctx context.Context, js jetstream.JetStream, bucket, key string) (string, error) {
-	kv, err := js.KeyValue(ctx, bucket)
-	if err != nil {
-		return "", err
-	}
-	e, err := kv.Get(ctx, key)
+	v, _, err := KVGet(ctx, js, bucket, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	return string(e.Value()), nil
+	return string(v), nil
 }
 
 // Adopt handles ErrLeaseLost after a refresh whose acknowledgement was lost
 // but which landed: if the key still holds this lease's value, its current
 // revision is taken as ours and the lease goes on (its term unchanged).
 // Otherwise it returns false and the holder it read: someone else's value,
-// or "" when the key is gone. One read answers both questions.
+// or "" when the key is gone. One read, at the bucket's leader, answers
+// both questions.
 func (l *Lease) Adopt(ctx context.Context) (adopted bool, holder string, err error) {
-	e, err := l.kv.Get(ctx, l.key)
+	v, rev, err := KVGet(ctx, l.js, l.bucket, l.key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, "", nil
 	}
@@ -166,9 +163,9 @@ func (l *Lease) Adopt(ctx context.Context) (adopted bool, holder string, err err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if string(e.Value()) != string(l.value) {
-		return false, string(e.Value()), nil
+	if string(v) != string(l.value) {
+		return false, string(v), nil
 	}
-	l.rev = e.Revision()
+	l.rev = rev
 	return true, string(l.value), nil
 }

@@ -73,13 +73,10 @@ func (s *Store) Append(ctx context.Context, nodeID, msgID string, e *schema.Jour
 // stored entry's (Append) or the node's last (AppendBatch).
 var ErrJournalDuplicate = errors.New("bus: journal already holds this message id")
 
-// LastSeq is the stream sequence of the node's newest journal entry (0: none).
+// LastSeq is the stream sequence of the node's newest journal entry (0:
+// none), read at the stream's leader: Replay trusts it to know it read all.
 func (s *Store) LastSeq(ctx context.Context, nodeID string) (uint64, error) {
-	st, err := s.js.Stream(ctx, schema.StreamJournal)
-	if err != nil {
-		return 0, err
-	}
-	m, err := st.GetLastMsgForSubject(ctx, schema.JournalSubject(nodeID))
+	m, err := LastMsg(ctx, s.js, schema.StreamJournal, schema.JournalSubject(nodeID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}

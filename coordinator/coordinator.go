@@ -187,7 +187,7 @@ func (c *Coordinator) Run(ctx context.Context, ready chan<- struct{}) error {
 	conn := c.bs.Conn()
 	c.conn = conn
 	js := c.bs.JetStream()
-	c.state = newStateStore(kv)
+	c.state = newStateStore(js, kv)
 	c.bg.Store(&runCtx)
 	hbSub, err := conn.Subscribe(schema.HeartbeatWildcard, c.mem.heartbeat)
 	if err != nil {

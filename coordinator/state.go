@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/schema"
 )
 
@@ -48,15 +49,25 @@ type rollRecord struct {
 // cached, written through: the leader reads every node's ladder state on
 // every pass, and only it writes them; the cache is dropped whenever
 // leadership changes hands, so a new leader starts from the bucket.
+//
+// Reads go to the bucket's leader (bus.KVGet): a direct get may come from a
+// replica that lags, and a new leader that took a stale ladder state, roll
+// or breaker for the truth would write it back over the newer one.
 type stateStore struct {
 	kv     jetstream.KeyValue
+	js     jetstream.JetStream
 	mu     *sync.Mutex
 	nodes  map[string]NodeState
 	leader *atomic.Bool // only the leader (the only writer) uses the cache
 }
 
-func newStateStore(kv jetstream.KeyValue) stateStore {
-	return stateStore{kv: kv, mu: &sync.Mutex{}, nodes: map[string]NodeState{}, leader: &atomic.Bool{}}
+func newStateStore(js jetstream.JetStream, kv jetstream.KeyValue) stateStore {
+	return stateStore{kv: kv, js: js, mu: &sync.Mutex{}, nodes: map[string]NodeState{}, leader: &atomic.Bool{}}
+}
+
+// get reads key from the bucket's leader: its value and revision.
+func (s stateStore) get(ctx context.Context, key string) ([]byte, uint64, error) {
+	return bus.KVGet(ctx, s.js, schema.BucketCoord, key)
 }
 
 // lead drops the cache and says whether this coordinator now leads.
@@ -75,7 +86,7 @@ func (s stateStore) getNode(ctx context.Context, id string) (NodeState, uint64, 
 	}
 	s.mu.Unlock()
 	var ns NodeState
-	e, err := s.kv.Get(ctx, "node."+id)
+	value, rev, err := s.get(ctx, "node."+id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		s.remember(id, ns)
 		return ns, 0, nil
@@ -83,11 +94,11 @@ func (s stateStore) getNode(ctx context.Context, id string) (NodeState, uint64, 
 	if err != nil {
 		return ns, 0, err
 	}
-	if err := json.Unmarshal(e.Value(), &ns); err != nil {
+	if err := json.Unmarshal(value, &ns); err != nil {
 		return ns, 0, err
 	}
 	s.remember(id, ns)
-	return ns, e.Revision(), nil
+	return ns, rev, nil
 }
 
 func (s stateStore) remember(id string, ns NodeState) {
@@ -122,7 +133,7 @@ func (s stateStore) deleteNode(ctx context.Context, id string) error {
 }
 
 func (s stateStore) getRoll(ctx context.Context, id string) (*rollRecord, error) {
-	e, err := s.kv.Get(ctx, "roll."+id)
+	value, rev, err := s.get(ctx, "roll."+id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, schema.Errorf(schema.CodeNotFound, "no roll %s", id)
 	}
@@ -130,10 +141,10 @@ func (s stateStore) getRoll(ctx context.Context, id string) (*rollRecord, error)
 		return nil, err
 	}
 	var r rollRecord
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
+	if err := json.Unmarshal(value, &r); err != nil {
 		return nil, err
 	}
-	r.rev = e.Revision()
+	r.rev = rev
 	return &r, nil
 }
 
@@ -174,14 +185,14 @@ func (s stateStore) rolls(ctx context.Context) ([]*rollRecord, error) {
 
 func (s stateStore) breaker(ctx context.Context) (schema.BreakerState, error) {
 	var b schema.BreakerState
-	e, err := s.kv.Get(ctx, "breaker")
+	value, _, err := s.get(ctx, "breaker")
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return b, nil
 	}
 	if err != nil {
 		return b, err
 	}
-	return b, json.Unmarshal(e.Value(), &b)
+	return b, json.Unmarshal(value, &b)
 }
 
 func (s stateStore) putBreaker(ctx context.Context, b schema.BreakerState) error {

@@ -167,11 +167,17 @@ func (s *Supervisor) load(ctx context.Context) error {
 	if s.nodes, err = js.KeyValue(cctx, schema.BucketNodes); err != nil {
 		return err
 	}
-	if prev, err := s.nodes.Get(cctx, s.cfg.NodeID); err == nil {
+	// From the bucket's leader (a replica may lag): a fencing token read
+	// stale would let a deposed coordinator act on this node once more.
+	prev, _, err := bus.KVGet(cctx, js, schema.BucketNodes, s.cfg.NodeID)
+	switch {
+	case err == nil:
 		var info schema.NodeInfo
-		if json.Unmarshal(prev.Value(), &info) == nil {
+		if json.Unmarshal(prev, &info) == nil {
 			s.fence = info.FencingToken
 		}
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return err
 	}
 	if s.nodeConfig, err = s.loadNodeConfig(cctx); err != nil {
 		return err
