@@ -282,20 +282,18 @@ func (s *Supervisor) register(ctx context.Context) error {
 
 // loadNodeConfig reads the node's configuration: ORCH_CONFIG key <node_id>,
 // else group.<group>, else the config file, else version "0".
+// It reads at the bucket's leader: a configuration update's restart comes
+// right after the operator's write, which a lagging replica may not hold.
 func (s *Supervisor) loadNodeConfig(ctx context.Context) (NodeConfig, error) {
-	kv, err := s.bs.JetStream().KeyValue(ctx, schema.BucketConfig)
-	if err != nil {
-		return NodeConfig{}, err
-	}
 	for _, key := range []string{s.cfg.NodeID, "group." + s.cfg.Group} {
-		e, err := kv.Get(ctx, key)
+		v, _, err := bus.KVGet(ctx, s.bs.JetStream(), schema.BucketConfig, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}
 		if err != nil {
 			return NodeConfig{}, err
 		}
-		return ParseNodeConfig(e.Value())
+		return ParseNodeConfig(v)
 	}
 	if s.cfg.ConfigFile != "" {
 		data, err := os.ReadFile(s.cfg.ConfigFile)
