@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -78,7 +77,7 @@ func ReadAll(ctx context.Context, js jetstream.JetStream, stream string, cfg jet
 			return nil
 		case err == nil:
 			continue
-		case !Transient(err) || errors.Is(err, nats.ErrConnectionClosed):
+		case !Transient(err):
 			return err
 		}
 		if bo == nil {

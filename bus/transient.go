@@ -14,7 +14,9 @@ import (
 // Transient reports whether err is NATS or JetStream not answering for now
 // (a server lost, a JetStream leader election, a partition healing), as
 // opposed to a refusal that a retry would meet again. An error with a
-// Temporary() method saying true counts too.
+// Temporary() method saying true counts too. A closed connection does not:
+// every connection here reconnects for ever, so only its owner closes it,
+// and it never opens again.
 func Transient(err error) bool {
 	var ce *ConnectError
 	var api *jetstream.APIError
@@ -25,7 +27,7 @@ func Transient(err error) bool {
 	case errors.As(err, &ce),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrConnectionReconnecting),
 		// A pull cut short: the consumer's server stopped, its leader
 		// moved, or the server dropped it (an ordered consumer makes it anew).
 		errors.Is(err, jetstream.ErrServerShutdown), errors.Is(err, jetstream.ErrConsumerLeadershipChanged),

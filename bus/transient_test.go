@@ -33,6 +33,7 @@ func TestTransient(t *testing.T) {
 		{jetstream.ErrConsumerLeadershipChanged, true},
 		{jetstream.ErrConsumerDeleted, true},
 		{nil, false},
+		{fmt.Errorf("fetch: %w", nats.ErrConnectionClosed), false}, // closed by its owner: never opens again
 		{errors.New("configuration says fail_start: refusing to become healthy"), false},
 		{&jetstream.APIError{Code: 404, ErrorCode: 10059, Description: "stream not found"}, false},
 		{schema.Errorf(schema.CodeStateCorruption, "checksum mismatch"), false},
