@@ -242,6 +242,73 @@ func TestJobRunsEachStepOnceAcrossGracefulRestarts(t *testing.T) {
 	}
 }
 
+// TestJobStepsWaitForTheWorkerToServe: a restart's new worker runs no job
+// step before it serves (its restart_complete notice): one whose start
+// failed after restoring (JetStream not answering while it took requests)
+// had run steps that the next worker then ran again (found by the chaos
+// suite).
+func TestJobStepsWaitForTheWorkerToServe(t *testing.T) {
+	e := newEnv(t)
+	e.startNode(e.fastConfig("n1"))
+	c := e.client("c1", "n1")
+	ctx := context.Background()
+	task, err := c.CreateTask(ctx, schema.TaskCreateArgs{Title: "job", Job: &schema.Job{Kind: "steps", Steps: 20000, StepSeconds: 0.001}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notices, err := e.conn.SubscribeSync(schema.NotifySubject("n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	r := e.restart("n1", map[string]any{"reason": "rolling_restart"})
+	if !r.Success {
+		t.Fatalf("restart: %+v", r)
+	}
+	var ready time.Time
+	for ready.IsZero() {
+		m, err := notices.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("no restart_complete notice: %v", err)
+		}
+		var n schema.Notice
+		if err := jsonUnmarshal(m.Data, &n); err != nil {
+			t.Fatal(err)
+		}
+		if n.Event == schema.NoticeRestartComplete {
+			ready = n.Timestamp
+		}
+	}
+	var before, after int
+	waitFor(t, 20*time.Second, "the new worker running steps", func() bool {
+		before, after = 0, 0
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := e.bs.ReadSubject(rctx, schema.StreamEvents, schema.NodeEventSubject("n1", schema.EventJobStep), func(data []byte) error {
+			var ev struct {
+				TaskID    string    `json:"task_id"`
+				PID       int       `json:"pid"`
+				Timestamp time.Time `json:"timestamp"`
+			}
+			if err := jsonUnmarshal(data, &ev); err != nil {
+				return err
+			}
+			switch {
+			case ev.TaskID != task.TaskID || ev.PID != r.NewPID:
+			case ev.Timestamp.Before(ready):
+				before++
+			default:
+				after++
+			}
+			return nil
+		})
+		return err == nil && after > 0
+	})
+	if before > 0 {
+		t.Errorf("the new worker ran %d steps before it served at %s (and %d after)", before, ready.Format(time.RFC3339Nano), after)
+	}
+}
+
 func TestRestartDuringRestartIsRefused(t *testing.T) {
 	e := newEnv(t)
 	e.startNode(e.fastConfig("n1"))

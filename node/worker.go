@@ -198,8 +198,9 @@ func (w *worker) start(ctx context.Context) error {
 		w.backups = len(list)
 	}
 
-	w.phase(schema.PhaseResumingTasks, "resuming suspended jobs from their checkpoints")
-	if err := w.jobs.resumeAll(ctx); err != nil {
+	w.phase(schema.PhaseResumingTasks, "resuming suspended jobs (they run from their checkpoints once the worker serves)")
+	jobs, err := w.jobs.resumeAll(ctx)
+	if err != nil {
 		return err
 	}
 
@@ -213,6 +214,7 @@ func (w *worker) start(ctx context.Context) error {
 	w.mu.Lock()
 	w.ready, w.readyAt = true, now
 	w.mu.Unlock()
+	w.jobs.startAll(jobs)
 	info.ReadyAt = now
 	_ = w.bs.Publish(schema.NotifySubject(w.env.NodeID), schema.Notice{Type: schema.TypeNotice,
 		Event: schema.NoticeRestartComplete, NodeID: w.env.NodeID, RestartID: w.env.RestartID,
@@ -393,11 +395,15 @@ func (w *worker) resume(ctx context.Context) error {
 	if !was {
 		return nil
 	}
-	if err := w.jobs.resumeAll(ctx); err != nil {
+	jobs, err := w.jobs.resumeAll(ctx)
+	if err != nil {
 		return err
 	}
-	_, err := w.startRequests(ctx)
-	return err
+	if _, err := w.startRequests(ctx); err != nil {
+		return err
+	}
+	w.jobs.startAll(jobs)
+	return nil
 }
 
 func (w *worker) stats(ctx context.Context) workerStats {
