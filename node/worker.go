@@ -386,25 +386,45 @@ func (w *worker) undrain(ctx context.Context, err error) error {
 	return err
 }
 
-// resume leaves maintenance mode: jobs and requests run again.
+// resume leaves maintenance mode: jobs and requests run again. It tries
+// while JetStream does not answer (a drain that failed in a NATS partition
+// is undone in one), for up to resumeWithin. A worker that cannot resume
+// exits: it must not stay up, answering healthy, with no request taken
+// (found by the chaos suite: a roll's drain failed during a partition, its
+// undo could not reopen the request buffer, and the node served nothing
+// for four minutes). The supervisor replaces it from the journal.
 func (w *worker) resume(ctx context.Context) error {
 	w.mu.Lock()
 	was := w.maintenance
-	w.maintenance = false
 	w.mu.Unlock()
 	if !was {
 		return nil
 	}
-	jobs, err := w.jobs.resumeAll(ctx)
+	var jobs []string
+	err := bus.RetryTransient(ctx, resumeWithin, func(err error, wait time.Duration) {
+		w.log.Warn("leaving maintenance mode: JetStream not answering; retrying", "err", err, "in", wait.Round(time.Millisecond))
+	}, func() error {
+		var err error
+		if jobs, err = w.jobs.resumeAll(ctx); err != nil {
+			return err
+		}
+		_, err = w.startRequests(ctx)
+		return err
+	})
 	if err != nil {
-		return err
+		w.log.Error("cannot leave maintenance mode; worker exits so a new one restores from the journal", "err", err)
+		fmt.Fprintf(os.Stderr, "resume failed: %v\n", err)
+		os.Exit(exitTempFail)
 	}
-	if _, err := w.startRequests(ctx); err != nil {
-		return err
-	}
+	w.mu.Lock()
+	w.maintenance = false
+	w.mu.Unlock()
 	w.jobs.startAll(jobs)
 	return nil
 }
+
+// resumeWithin bounds resume's tries.
+const resumeWithin = 20 * time.Second
 
 func (w *worker) stats(ctx context.Context) workerStats {
 	w.mu.Lock()
