@@ -86,6 +86,10 @@ func dumpLogs(t *testing.T, c *Cluster) {
 		if len(b) > 4000 {
 			b = b[len(b)-4000:]
 		}
-		t.Logf("==> %s <==\n%s", filepath.Base(f), b)
+		name, err := filepath.Rel(filepath.Join(c.cfg.Dir, "logs"), f)
+		if err != nil {
+			name = f
+		}
+		t.Logf("==> %s <==\n%s", name, b)
 	}
 }

@@ -454,10 +454,12 @@ func (c *Cluster) Stop() {
 	}
 }
 
-// Logs lists every process's log file.
+// Logs lists every process's log file: each process's output, then the
+// workers' logs, which each node writes under logs/<node>/.
 func (c *Cluster) Logs() []string {
 	m, _ := filepath.Glob(filepath.Join(c.cfg.Dir, "logs", "*.log"))
-	return m
+	w, _ := filepath.Glob(filepath.Join(c.cfg.Dir, "logs", "*", "*.log"))
+	return append(m, w...)
 }
 
 func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
