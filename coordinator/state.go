@@ -65,10 +65,23 @@ func newStateStore(js jetstream.JetStream, kv jetstream.KeyValue) stateStore {
 	return stateStore{kv: kv, js: js, mu: &sync.Mutex{}, nodes: map[string]NodeState{}, leader: &atomic.Bool{}}
 }
 
-// get reads key from the bucket's leader: its value and revision.
-func (s stateStore) get(ctx context.Context, key string) ([]byte, uint64, error) {
-	return bus.KVGet(ctx, s.js, schema.BucketCoord, key)
+// get reads key from the bucket's leader: its value and revision. While
+// the bucket elects a leader nobody answers, where a replica would have
+// answered stale: the read is tried again for up to stateReadWithin, so a
+// roll's status asked during an election waits instead of failing
+// (found by the chaos suite: a roll's status answered INTERNAL with
+// JetStream's 503).
+func (s stateStore) get(ctx context.Context, key string) (value []byte, rev uint64, err error) {
+	err = bus.RetryTransient(ctx, stateReadWithin, nil, func() error {
+		value, rev, err = bus.KVGet(ctx, s.js, schema.BucketCoord, key)
+		return err
+	})
+	return value, rev, err
 }
+
+// stateReadWithin bounds get's tries: a JetStream election takes 0.3 s to
+// a few seconds here.
+const stateReadWithin = 5 * time.Second
 
 // lead drops the cache and says whether this coordinator now leads.
 func (s stateStore) lead(leader bool) {
