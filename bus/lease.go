@@ -48,9 +48,11 @@ func AcquireLease(ctx context.Context, js jetstream.JetStream, bucket, key strin
 	rev, err := kv.Create(ctx, key, value, jetstream.KeyTTL(ttl))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
+			// Read at the leader: a replica that lags would show an older
+			// revision, which a caller watching the lease takes for a move.
 			held := &LeaseHeldError{Key: key, Holder: "unknown"}
-			if e, gerr := kv.Get(ctx, key); gerr == nil {
-				held.Holder, held.Revision = string(e.Value()), e.Revision()
+			if v, rev, gerr := KVGet(ctx, js, bucket, key); gerr == nil {
+				held.Holder, held.Revision = string(v), rev
 			}
 			return nil, held
 		}
