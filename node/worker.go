@@ -298,7 +298,8 @@ func (w *worker) handleIPC(ctx context.Context, op string, data json.RawMessage)
 		}
 		return w.drain(ctx, req)
 	case ipcResume:
-		return nil, w.resume(ctx)
+		w.resume(ctx)
+		return nil, nil
 	case ipcSnapshot:
 		var req struct{ Trigger string }
 		_ = json.Unmarshal(data, &req)
@@ -380,9 +381,7 @@ func (w *worker) drain(ctx context.Context, req drainRequest) (*drainResult, err
 
 // undrain leaves maintenance mode after a failed drain and returns err.
 func (w *worker) undrain(ctx context.Context, err error) error {
-	if rerr := w.resume(ctx); rerr != nil {
-		return errors.Join(err, rerr)
-	}
+	w.resume(ctx)
 	return err
 }
 
@@ -392,20 +391,24 @@ func (w *worker) undrain(ctx context.Context, err error) error {
 // exits: it must not stay up, answering healthy, with no request taken
 // (found by the chaos suite: a roll's drain failed during a partition, its
 // undo could not reopen the request buffer, and the node served nothing
-// for four minutes). The supervisor replaces it from the journal.
-func (w *worker) resume(ctx context.Context) error {
+// for four minutes). The supervisor replaces it from the journal. The
+// journal writes are bounded by resumeWithin too; the request buffer gets
+// ctx, which it serves for.
+func (w *worker) resume(ctx context.Context) {
 	w.mu.Lock()
 	was := w.maintenance
 	w.mu.Unlock()
 	if !was {
-		return nil
+		return
 	}
+	bctx, cancel := context.WithTimeout(ctx, resumeWithin)
+	defer cancel()
 	var jobs []string
-	err := bus.RetryTransient(ctx, resumeWithin, func(err error, wait time.Duration) {
+	err := bus.RetryTransient(bctx, resumeWithin, func(err error, wait time.Duration) {
 		w.log.Warn("leaving maintenance mode: JetStream not answering; retrying", "err", err, "in", wait.Round(time.Millisecond))
 	}, func() error {
 		var err error
-		if jobs, err = w.jobs.resumeAll(ctx); err != nil {
+		if jobs, err = w.jobs.resumeAll(bctx); err != nil {
 			return err
 		}
 		_, err = w.startRequests(ctx)
@@ -420,7 +423,6 @@ func (w *worker) resume(ctx context.Context) error {
 	w.maintenance = false
 	w.mu.Unlock()
 	w.jobs.startAll(jobs)
-	return nil
 }
 
 // resumeWithin bounds resume's tries.
