@@ -36,12 +36,22 @@ type RollRequest struct {
 	// ConfigVersion, when set, makes every restart a configuration_update
 	// and checks that each node reports this config_version afterwards.
 	ConfigVersion string `json:"config_version,omitempty"`
+	// RollID, when set by the caller, names the roll: a second start with
+	// the same id returns the first roll (like restart_id), so a start
+	// repeated after a lost answer never makes two rolls.
+	RollID string `json:"roll_id,omitempty"`
+	// AutoResume: a roll paused because a node failed its restart resumes
+	// by itself once that node is healthy again for min_healthy_time, at
+	// most MaxAutoResumes times.
+	AutoResume     bool `json:"auto_resume"`
+	MaxAutoResumes int  `json:"max_auto_resumes"`
 }
 
 // DefaultRollRequest is what {} means (the selector is still required).
 func DefaultRollRequest() RollRequest {
 	return RollRequest{MaxUnavailable: 1, MinHealthyTime: 5, HealthyDeadline: 60, Graceful: true,
-		PreserveState: true, Reason: ReasonRollingRestart, Timeout: DefaultRestartTimeout}
+		PreserveState: true, Reason: ReasonRollingRestart, Timeout: DefaultRestartTimeout,
+		AutoResume: true, MaxAutoResumes: DefaultMaxAutoResumes}
 }
 
 // Validate implements Validator.
@@ -78,8 +88,17 @@ func (r *RollRequest) Validate() error {
 	if len(r.ConfigVersion) > 64 {
 		return Invalid("config_version", "config_version must be at most 64 characters")
 	}
+	if r.RollID != "" && (!ValidToken(r.RollID) || len(r.RollID) > 64) {
+		return Invalid("roll_id", "roll_id must be a valid token of at most 64 characters, got %q", r.RollID)
+	}
+	if r.MaxAutoResumes < 0 || r.MaxAutoResumes > 100 {
+		return Invalid("max_auto_resumes", "max_auto_resumes must be 0..100, got %d", r.MaxAutoResumes)
+	}
 	return nil
 }
+
+// DefaultMaxAutoResumes is how many times a roll resumes by itself.
+const DefaultMaxAutoResumes = 3
 
 func bad(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
 
@@ -103,6 +122,15 @@ const (
 	RollCompleted = "completed"
 	RollFailed    = "failed"
 	RollAborted   = "aborted"
+)
+
+// Why a roll is paused (RollStatus.PausedReason). Only PausedNodeFailed
+// resumes by itself.
+const (
+	PausedOperator   = "operator"    // roll.pause
+	PausedNodeFailed = "node_failed" // a node failed its restart or missed healthy_deadline
+	PausedQuarantine = "quarantine"  // blocked by quarantined or declared-failed nodes
+	PausedBreaker    = "breaker"     // the circuit breaker opened
 )
 
 // RollNode is one node's place in a roll.
@@ -131,6 +159,11 @@ type RollStatus struct {
 	Nodes     []RollNode  `json:"nodes,omitempty"`
 	Request   RollRequest `json:"request"`
 	Term      uint64      `json:"term"`
+	// PausedReason and PausedSince say why and since when a paused roll is
+	// paused; AutoResumes counts its automatic resumes so far.
+	PausedReason string     `json:"paused_reason,omitempty"`
+	PausedSince  *time.Time `json:"paused_since,omitempty"`
+	AutoResumes  int        `json:"auto_resumes"`
 }
 
 // RollIDRequest names a roll.
