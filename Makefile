@@ -49,7 +49,7 @@ test-short:
 
 # Figures and machine in docs/BENCHMARKS.md and docs/benchmarks-clients-coordinator.md.
 bench: build
-	$(GO) test ./node -run '^$$' -bench '^Benchmark(GracefulRestart10k|EmergencyRestart10k|RestartFloor)$$' -benchtime 10x -timeout 30m
+	$(GO) test ./node -run '^$$' -bench '^Benchmark(GracefulRestart10k|EmergencyRestart10k|RestartFloor|WholeNodeCrashToHealthy)$$' -benchtime 10x -timeout 30m
 	$(GO) test ./node -run '^$$' -bench 'ClientDo|DuringRestart|FullBuffer' -benchtime 3x -timeout 30m
 	$(GO) test ./coordinator -run '^$$' -bench . -benchtime 3x -timeout 30m
 

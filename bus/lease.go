@@ -62,6 +62,63 @@ func AcquireLease(ctx context.Context, js jetstream.JetStream, bucket, key strin
 		term: rev, rev: rev, validUntil: sent.Add(ttl)}, nil
 }
 
+// TakeOverLease takes key from a holder known to be gone (its process
+// proven dead) without waiting for its TTL: it writes value by
+// compare-and-set on heldRev, the holder's revision (read at the leader, as
+// LeaseHeldError.Revision is), with the TTL, as Refresh does (KV Update()
+// would drop the per-key TTL). The new lease's term is the new revision, so
+// it is above the dead holder's and fences it like any later holder. When
+// the key moved since heldRev (the holder refreshed it, it expired and was
+// taken, or another process took it over first) it returns ErrLeaseHeld
+// wrapped in a *LeaseHeldError naming the holder now; when that holder is
+// value itself (a try of ours landed but its acknowledgement was lost), the
+// lease is adopted at its revision instead.
+func TakeOverLease(ctx context.Context, js jetstream.JetStream, bucket, key string, heldRev uint64, value []byte, ttl time.Duration) (*Lease, error) {
+	if ttl < time.Second {
+		return nil, fmt.Errorf("bus: lease ttl must be at least 1s, got %s", ttl)
+	}
+	if heldRev == 0 {
+		// Zero would mean "no message expected" to the server: a create.
+		return nil, fmt.Errorf("bus: take over lease %s: the holder's revision is unknown", key)
+	}
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("bus: lease bucket %s: %w", bucket, err)
+	}
+	sent := time.Now()
+	ack, err := js.Publish(ctx, "$KV."+bucket+"."+key, value,
+		jetstream.WithMsgTTL(ttl), jetstream.WithExpectLastSequencePerSubject(heldRev))
+	if err != nil {
+		if !wrongLastSequence(err) {
+			return nil, fmt.Errorf("bus: take over lease %s: %w", key, err)
+		}
+		held := &LeaseHeldError{Key: key, Holder: "unknown"}
+		v, rev, gerr := KVGet(ctx, js, bucket, key)
+		switch {
+		case errors.Is(gerr, jetstream.ErrKeyNotFound):
+			held.Holder = "nobody (it expired or was released)"
+		case gerr == nil && string(v) == string(value):
+			// Ours already: an earlier try landed, its answer lost. The
+			// TTL runs from then, which validUntil must not overstate.
+			return &Lease{js: js, kv: kv, bucket: bucket, key: key, ttl: ttl, value: value,
+				term: rev, rev: rev, validUntil: sent.Add(ttl)}, nil
+		case gerr == nil:
+			held.Holder, held.Revision = string(v), rev
+		}
+		return nil, held
+	}
+	return &Lease{js: js, kv: kv, bucket: bucket, key: key, ttl: ttl, value: value,
+		term: ack.Sequence, rev: ack.Sequence, validUntil: sent.Add(ttl)}, nil
+}
+
+// wrongLastSequence reports a publish refused because the subject's last
+// sequence was not the one expected: a compare-and-set that lost.
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
 // LeaseHeldError says who holds a lease, and at which revision (0 when it
 // could not be read): a holder that refreshes its lease moves it.
 type LeaseHeldError struct {
@@ -96,9 +153,7 @@ func (l *Lease) Refresh(ctx context.Context) error {
 	ack, err := l.js.Publish(ctx, "$KV."+l.bucket+"."+l.key, value,
 		jetstream.WithMsgTTL(l.ttl), jetstream.WithExpectLastSequencePerSubject(rev))
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		if wrongLastSequence(err) {
 			return fmt.Errorf("%w: %s", ErrLeaseLost, l.key)
 		}
 		return fmt.Errorf("bus: refresh lease %s: %w", l.key, err)

@@ -575,3 +575,47 @@ func BenchmarkRestartFloor(b *testing.B) {
 		store.report(b, "store")
 	})
 }
+
+// BenchmarkWholeNodeCrashToHealthy: a whole node (supervisor and worker, a
+// process of its own as `restartcoord node` is) killed with SIGKILL and
+// started again at once, as a service manager does, timed from the kill to
+// the new node's health answering healthy with a new worker. The node runs
+// with the production timings (LeaseTTL 10 s, heartbeats every 1 s); with
+// the fast takeover on, the new supervisor proves the killed one dead and
+// takes its node-id lease by compare-and-set; off, it probes for heartbeats
+// and waits for the lease to expire, as every node did before.
+//
+//	go test ./node -run '^$' -bench WholeNodeCrash -benchtime 10x
+func BenchmarkWholeNodeCrashToHealthy(b *testing.B) {
+	for _, fast := range []bool{true, false} {
+		b.Run(fmt.Sprintf("fast_takeover=%v", fast), func(b *testing.B) {
+			e := newBenchEnv(b)
+			def := node.DefaultConfig("crash-1")
+			pc := nodeProcessConfig{NodeID: "crash-1", URL: e.url, LogDir: filepath.Join(e.dir, "logs"),
+				LeaseTTL: def.LeaseTTL, Heartbeat: def.HeartbeatInterval, FastTakeover: fast}
+			p := startNodeProcess(b, pc)
+			worker := healthyWorker(b, e.conn, pc.NodeID, 0, 60*time.Second)
+			var took samples
+			takeovers := 0
+			for b.Loop() {
+				// A node that has served a moment: its lease refreshed
+				// once or not at all, as after most crashes.
+				time.Sleep(500 * time.Millisecond)
+				killed := time.Now()
+				p.kill9(b)
+				p = startNodeProcess(b, pc)
+				worker = healthyWorker(b, e.conn, pc.NodeID, worker, 60*time.Second)
+				took = append(took, time.Since(killed))
+				if takeoverLine.MatchString(p.log()) {
+					takeovers++
+				}
+			}
+			if want := map[bool]int{true: len(took), false: 0}[fast]; takeovers != want {
+				b.Fatalf("%d of %d restarts took the lease over, want %d", takeovers, len(took), want)
+			}
+			b.ReportMetric(took.quantile(0.5).Seconds(), "crash-to-healthy-median-s")
+			b.ReportMetric(took.quantile(0.99).Seconds(), "crash-to-healthy-p99-s")
+			b.ReportMetric(0, "ns/op") // the loop's wall time includes the pauses: not a figure
+		})
+	}
+}

@@ -48,6 +48,15 @@ type Config struct {
 	HealthyReset      time.Duration // 60 s healthy resets the crash backoff
 	LeaseTTL          time.Duration // 10 s: the node-id lease
 
+	// FastTakeover (on by default) lets a supervisor that finds its node id
+	// held by a process proven dead on this machine (a whole node killed
+	// with -9 and restarted at once) take the lease at once by
+	// compare-and-set, instead of waiting out its TTL. Off, such a holder
+	// is waited for like any silent one: kept for comparison in the
+	// benchmark, and as a way back. It never takes a lease from a holder
+	// that is not proven dead.
+	FastTakeover bool
+
 	// Executable and Args start the worker (default: this binary; the
 	// worker role is chosen by environment, see IsWorker).
 	Executable string
@@ -67,7 +76,7 @@ func DefaultConfig(nodeID string) Config {
 		MaxStateSize: 10 << 20, BufferExpiration: 300 * time.Second, ReplyKeep: 15 * time.Minute,
 		CleanupInterval: 60 * time.Second, SessionIdle: 300 * time.Second,
 		CrashBackoffStart: 50 * time.Millisecond, CrashBackoffMax: 30 * time.Second,
-		HealthyReset: 60 * time.Second, LeaseTTL: 10 * time.Second,
+		HealthyReset: 60 * time.Second, LeaseTTL: 10 * time.Second, FastTakeover: true,
 		LogDir: filepath.Join(os.TempDir(), "restartcoord", "logs"),
 	}
 }

@@ -28,7 +28,11 @@ type Supervisor struct {
 	cfg      Config
 	log      *slog.Logger
 	instance string
-	started  time.Time
+	// leaseValue is what the node-id lease holds: the instance and what
+	// proves its process dead to a successor on this machine (Holder).
+	leaseValue []byte
+	idStart    NodeIDStart
+	started    time.Time
 
 	conn  *bus.Conn
 	bs    *bus.Store
@@ -75,6 +79,13 @@ func NewSupervisor(cfg Config) (*Supervisor, error) {
 	s := &Supervisor{cfg: cfg, log: log.With("node", cfg.NodeID), phase: schema.PhaseIdle,
 		ops: map[string]*restartOp{}, stateSchema: cfg.StateSchema, lost: make(chan struct{}),
 		instance: fmt.Sprintf("%s@%s/%d/%s", cfg.NodeID, host, os.Getpid(), uuid.NewString()[:8])}
+	holder, err := ProcessHolder(s.instance, os.Getpid())
+	if err != nil {
+		// Not fatal: a successor cannot prove this process dead and waits
+		// out its lease, as before the record existed.
+		s.log.Warn("node id lease: cannot record this process for a fast takeover after a crash", "err", err)
+	}
+	s.leaseValue = holder.Marshal()
 	s.crash = backoff.NewExponentialBackOff(backoff.WithInitialInterval(cfg.CrashBackoffStart),
 		backoff.WithMaxInterval(cfg.CrashBackoffMax), backoff.WithMaxElapsedTime(0), backoff.WithRandomizationFactor(0.2))
 	return s, nil
@@ -188,17 +199,68 @@ func (s *Supervisor) load(ctx context.Context) error {
 	return s.register(cctx)
 }
 
-// takeNodeID acquires the node-id lease. If another holder has it and is
-// alive (its heartbeats arrive, or it refreshes the lease), this node
-// refuses to start; if the holder is silent (a supervisor killed with -9,
-// restarted by systemd or Docker), it waits for that lease to expire.
+// NodeIDStart says how Run took the node id.
+type NodeIDStart struct {
+	// TakenOver: the lease was held by a process proven dead on this
+	// machine, and taken from it by compare-and-set on its revision.
+	TakenOver bool
+	// WaitedOut: the lease was held by a silent holder not proven dead,
+	// and taken once it expired.
+	WaitedOut bool
+	// HolderRevision is the revision the previous holder's lease was at
+	// when it was first seen (0 when the id was free).
+	HolderRevision uint64
+	// Term is the revision this supervisor's lease began at: its fencing
+	// token, above any earlier holder's.
+	Term uint64
+}
+
+// NodeIDStart says how Run took the node id; zero before it did.
+func (s *Supervisor) NodeIDStart() NodeIDStart {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.idStart
+}
+
+func (s *Supervisor) setNodeIDStart(st NodeIDStart) {
+	st.Term = s.lease.Term()
+	s.mu.Lock()
+	s.idStart = st
+	s.mu.Unlock()
+}
+
+// takeNodeID acquires the node-id lease. If another holder has it and its
+// record proves it a dead process of this machine (Holder.ProvenDead: a
+// whole node killed with -9 and restarted at once by systemd), the lease is
+// taken from it at once by compare-and-set on its revision, unless
+// Config.FastTakeover is off. Otherwise, if the holder is alive (its
+// heartbeats arrive, or it refreshes the lease), this node refuses to
+// start; if it is silent (another host, another boot or PID namespace, an
+// unreadable or older record), it waits for that lease to expire.
 func (s *Supervisor) takeNodeID(ctx context.Context) error {
 	js := s.bs.JetStream()
 	key := schema.LeaseKeyNode(s.cfg.NodeID)
 	var err error
 	s.lease, err = s.acquireNodeID(ctx, js, key)
+	if err == nil {
+		s.setNodeIDStart(NodeIDStart{})
+	}
 	if !errors.Is(err, bus.ErrLeaseHeld) {
 		return err
+	}
+	first := revisionHeld(err)
+	if s.cfg.FastTakeover {
+		lease, terr := s.takeOverDead(ctx, js, key, err)
+		if lease != nil {
+			s.lease = lease
+			s.setNodeIDStart(NodeIDStart{TakenOver: true, HolderRevision: first})
+			return nil
+		}
+		if terr != nil {
+			// Moved while we looked (refreshed: alive; taken: by another),
+			// or NATS not answering: the ordinary path below decides.
+			err = terr
+		}
 	}
 	sub, serr := s.conn.SubscribeSync(schema.HeartbeatSubject(s.cfg.NodeID))
 	if serr != nil {
@@ -216,7 +278,6 @@ func (s *Supervisor) takeNodeID(ctx context.Context) error {
 	// allows the TTL plus StartTimeout, the time any start gives JetStream
 	// to answer, and ends early only if the lease moves: a holder that
 	// refreshes it is alive.
-	first := revisionHeld(err)
 	window := s.cfg.LeaseTTL + s.cfg.StartTimeout
 	deadline := time.Now().Add(window)
 	for time.Now().Before(deadline) {
@@ -226,6 +287,9 @@ func (s *Supervisor) takeNodeID(ctx context.Context) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 		s.lease, err = s.acquireNodeID(ctx, js, key)
+		if err == nil {
+			s.setNodeIDStart(NodeIDStart{WaitedOut: true, HolderRevision: first})
+		}
 		if !errors.Is(err, bus.ErrLeaseHeld) {
 			return err
 		}
@@ -234,6 +298,42 @@ func (s *Supervisor) takeNodeID(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("%w: %v (its lease did not expire within %s)", ErrNodeIDTaken, err, window)
+}
+
+// takeOverDead takes the node-id lease from the holder named in heldErr if
+// its record proves it dead, by compare-and-set on the revision it was read
+// at: a holder that refreshed since (alive after all) or a successor that
+// took it first moves that revision, and the write fails. It returns the
+// lease, or nil and why not as an error (nil when the holder is simply not
+// provably dead).
+func (s *Supervisor) takeOverDead(ctx context.Context, js jetstream.JetStream, key string, heldErr error) (*bus.Lease, error) {
+	var held *bus.LeaseHeldError
+	if !errors.As(heldErr, &held) || held.Revision == 0 {
+		return nil, nil
+	}
+	h, ok := ParseHolder([]byte(held.Holder))
+	if !ok {
+		s.log.Info("node id held by a holder without a process record (an older node); not provable dead", "holder", held.Holder)
+		return nil, nil
+	}
+	dead, why := h.ProvenDead()
+	if !dead {
+		s.log.Info("node id holder not proven dead", "holder", h.Instance, "why", why)
+		return nil, nil
+	}
+	var lease *bus.Lease
+	err := bus.RetryTransient(ctx, s.cfg.StartTimeout, s.warnRetry("node id lease takeover"), func() error {
+		var err error
+		lease, err = bus.TakeOverLease(ctx, js, schema.BucketLeases, key, held.Revision, s.leaseValue, s.cfg.LeaseTTL)
+		return err
+	})
+	if err != nil {
+		s.log.Warn("node id holder proven dead, but its lease could not be taken over", "holder", h.Instance, "err", err)
+		return nil, err
+	}
+	s.log.Info("node id lease taken over from a dead holder", "holder", h.Instance, "why", why,
+		"from_revision", held.Revision, "to_revision", lease.Term())
+	return lease, nil
 }
 
 // revisionHeld is the revision of a lease held by another, or 0.
@@ -255,7 +355,7 @@ func (s *Supervisor) acquireNodeID(ctx context.Context, js jetstream.JetStream, 
 	var l *bus.Lease
 	err := bus.RetryTransient(ctx, s.cfg.StartTimeout, s.warnRetry("node id lease"), func() error {
 		var err error
-		l, err = bus.AcquireLease(ctx, js, schema.BucketLeases, key, []byte(s.instance), s.cfg.LeaseTTL)
+		l, err = bus.AcquireLease(ctx, js, schema.BucketLeases, key, s.leaseValue, s.cfg.LeaseTTL)
 		return err
 	})
 	return l, err
@@ -523,10 +623,10 @@ func (s *Supervisor) retakeLease(ctx context.Context) error {
 	case ok:
 		return nil
 	case holder != "":
-		return &heldByOther{holder}
+		return &heldByOther{holderInstance(holder)}
 	}
 	lease, err := bus.AcquireLease(rctx, s.bs.JetStream(), schema.BucketLeases, schema.LeaseKeyNode(s.cfg.NodeID),
-		[]byte(s.instance), s.cfg.LeaseTTL)
+		s.leaseValue, s.cfg.LeaseTTL)
 	if err != nil {
 		// Held: by us (a create that landed unacknowledged, adopted next
 		// tick) or by another (seen next tick).

@@ -125,7 +125,9 @@ func (w *worker) start(ctx context.Context) error {
 		// Expired while NATS was away: the supervisor takes it again.
 		return errLeaseFree
 	}
-	if holder != w.env.Instance {
+	// The lease holds a Holder record; older supervisors wrote the bare
+	// instance string, which holderInstance returns as it is.
+	if holderInstance(holder) != w.env.Instance {
 		return fmt.Errorf("node id %s is held by %q, not by this worker's supervisor: refusing to consume", w.env.NodeID, holder)
 	}
 	if w.env.Config.FailStart {

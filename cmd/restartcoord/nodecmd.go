@@ -13,7 +13,7 @@ import (
 	"github.com/restartcoord/restartcoord/schema"
 )
 
-const nodeUsage = "restartcoord node --id NODE [--group G] [--priority N] [--server URL] [--config FILE] [--log-dir DIR] [--state-schema 1|2]"
+const nodeUsage = "restartcoord node --id NODE [--group G] [--priority N] [--server URL] [--config FILE] [--log-dir DIR] [--state-schema 1|2] [--no-fast-takeover]"
 
 func runNode(ctx context.Context, args []string) error {
 	fs := newFlags("node", nodeUsage)
@@ -28,6 +28,7 @@ func runNode(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.StateSchema, "state-schema", cfg.StateSchema, "schema version snapshots are written in (1 to test a schema_migration restart)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "periodic snapshot interval")
+	noFast := fs.Bool("no-fast-takeover", false, "after a crash, wait out the node id lease even when its holder is proven dead on this machine")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	pos, err := parse(fs, args, nodeUsage)
 	if err != nil {
@@ -39,6 +40,7 @@ func runNode(ctx context.Context, args []string) error {
 	if cfg.NodeID == "" {
 		return usageErr("--id is required (usage: %s)", nodeUsage)
 	}
+	cfg.FastTakeover = !*noFast
 	cfg.NATS = cf.options("")
 	cfg.Version = version
 	lg, err := logger(*level)
