@@ -40,13 +40,19 @@ type Config struct {
 
 	Ladder            Ladder
 	BreakerCloseAfter time.Duration // 5 min under the threshold closes the breaker
+
+	// LeaderWait is how long an action sent while no coordinator leads (or
+	// while the leader named in the lease does not answer) is held for a
+	// leader before NOT_LEADER: longer than a leader change (LeaseTTL plus
+	// a JetStream election), shorter than a caller's request timeout.
+	LeaderWait time.Duration // 15 s
 }
 
 // DefaultConfig is a coordinator with DESIGN.md's defaults.
 func DefaultConfig() Config {
 	return Config{LeaseTTL: 8 * time.Second, LeaseMargin: 2 * time.Second, HeartbeatInterval: time.Second,
 		MissedHeartbeats: 3, UnhealthyGrace: 3 * time.Second, Tick: 250 * time.Millisecond,
-		Ladder: DefaultLadder(), BreakerCloseAfter: 5 * time.Minute, NATS: bus.ConnOptions{URL: bus.DefaultURL}}
+		Ladder: DefaultLadder(), BreakerCloseAfter: 5 * time.Minute, LeaderWait: 15 * time.Second, NATS: bus.ConnOptions{URL: bus.DefaultURL}}
 }
 
 // Validate checks the configuration.
@@ -60,6 +66,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 || c.MissedHeartbeats < 1 || c.Tick <= 0 || c.UnhealthyGrace < 0 {
 		errs = append(errs, errors.New("heartbeat interval, missed heartbeats and tick must be positive"))
+	}
+	if c.LeaderWait <= 0 || c.LeaderWait > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("leader wait must be in (0, 5m]: %s", c.LeaderWait))
 	}
 	if c.Ladder.GracefulTries < 0 || c.Ladder.EmergencyTries < 0 || c.Ladder.TriesDegraded < 1 || c.Ladder.BackoffStart <= 0 ||
 		c.Ladder.BackoffMax < c.Ladder.BackoffStart {

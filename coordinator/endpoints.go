@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/schema"
 )
@@ -80,26 +81,87 @@ func (c *Coordinator) servePrivate() (*bus.Service, error) {
 		Description: "actions forwarded to coordinator " + c.cfg.ID, Endpoints: eps})
 }
 
-// toLeader runs an action here if this coordinator leads, else forwards it.
+// toLeader runs an action here if this coordinator leads, else forwards it
+// to the leader. With no leader (an election under way) or a leader that
+// does not answer (the one named in the lease just died), the action is
+// held and tried again until a leader answers, for up to cfg.LeaderWait,
+// then refused with NOT_LEADER: a caller is not told "no leader" for an
+// election it could not see. A roll start gets its roll_id here, before the
+// first try, so that one forwarded twice (its first leader died after
+// storing it) makes one roll.
 func (c *Coordinator) toLeader(ctx context.Context, op string, data []byte, subject string) (any, error) {
+	if op == schema.OpRollStart {
+		var err error
+		if data, err = withRollID(data); err != nil {
+			return nil, err // invalid: no leader would take it either
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.LeaderWait)
+	defer cancel()
+	for {
+		out, err, again := c.tryLeader(wctx, op, data, subject)
+		if !again {
+			return out, err
+		}
+		select {
+		case <-wctx.Done():
+			return nil, err
+		case <-time.After(leaderPoll):
+		}
+	}
+}
+
+// leaderPoll is how often a held action looks for a leader again;
+// forwardTry bounds one forward, so a leader that died without a word is
+// given up on in time to find the next (a live one answers in milliseconds,
+// a roll start within its state reads; a start tried again is answered by
+// its roll_id).
+const (
+	leaderPoll = 200 * time.Millisecond
+	forwardTry = 2 * time.Second
+)
+
+// tryLeader makes one try of toLeader; again: no leader answered, and the
+// error is NOT_LEADER.
+func (c *Coordinator) tryLeader(ctx context.Context, op string, data []byte, subject string) (out any, err error, again bool) {
 	if ok, term := c.elect.isLeader(); ok {
-		return c.actions()[op](ctx, data, subject, term)
+		out, err = c.actions()[op](ctx, data, subject, term)
+		return out, err, false
 	}
 	leader := c.elect.leader(ctx)
 	if leader == "" || leader == c.cfg.ID {
-		return nil, c.notLeader(ctx)
+		return nil, c.notLeader(ctx), true
 	}
 	hdr := nats.Header{}
 	hdr.Set("Orch-Original-Subject", subject)
-	out, err := c.conn.Request(ctx, schema.CoordinatorSubject(leader, op), data, hdr)
-	if err != nil {
-		var se *schema.Error
-		if errors.As(err, &se) {
-			return nil, se
-		}
-		return nil, schema.Errorf(schema.CodeNotLeader, "leader %s did not answer: %v", leader, err).WithDetail("leader", leader)
+	fctx, cancel := context.WithTimeout(ctx, forwardTry)
+	defer cancel()
+	raw, err := c.conn.Request(fctx, schema.CoordinatorSubject(leader, op), data, hdr)
+	var se *schema.Error
+	switch {
+	case err == nil:
+		return json.RawMessage(raw), nil, false
+	case errors.As(err, &se) && se.Code == schema.CodeNotLeader:
+		return nil, se, true // it stepped down: the lease names it until it expires
+	case errors.As(err, &se):
+		return nil, se, false
 	}
-	return json.RawMessage(out), nil
+	return nil, schema.Errorf(schema.CodeNotLeader, "leader %s did not answer: %v", leader, err).WithDetail("leader", leader), true
+}
+
+// withRollID gives a roll start without a roll_id one. The request is
+// decoded as the leader will (defaults, strict, validated) and sent on as
+// decoded, so the leader sees the same request.
+func withRollID(data []byte) ([]byte, error) {
+	req := schema.DefaultRollRequest()
+	if err := schema.Decode(data, &req); err != nil {
+		return nil, err
+	}
+	if req.RollID != "" {
+		return data, nil
+	}
+	req.RollID = newRollID()
+	return json.Marshal(req)
 }
 
 func (c *Coordinator) notLeader(ctx context.Context) error {
@@ -229,14 +291,37 @@ func (c *Coordinator) doRollStart(ctx context.Context, data []byte, _ string, te
 	if err := schema.Decode(data, &req); err != nil {
 		return nil, err
 	}
+	// A start repeated with the same roll_id (its answer lost, or
+	// forwarded again to the next leader) returns the roll it made.
+	if st, ok := c.existingRoll(ctx, req.RollID); ok {
+		return st, nil
+	}
 	if open, reason := c.brk.Open(); open {
 		return nil, schema.Errorf(schema.CodeSystemNotReady, "circuit breaker open: %s", reason).WithDetail("blocking_issues", []string{reason})
 	}
 	r, err := c.startRoll(ctx, req, term)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// A concurrent start with this id made it first.
+		if st, ok := c.existingRoll(ctx, req.RollID); ok {
+			return st, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	return r.status(), nil
+}
+
+// existingRoll is the status of roll id, if there is one.
+func (c *Coordinator) existingRoll(ctx context.Context, id string) (*schema.RollStatus, bool) {
+	if id == "" {
+		return nil, false
+	}
+	r, err := c.state.getRoll(ctx, id)
+	if err != nil {
+		return nil, false
+	}
+	return r.status(), true
 }
 
 func (c *Coordinator) doRollState(to string) action {
@@ -251,23 +336,36 @@ func (c *Coordinator) doRollState(to string) action {
 		if err != nil {
 			return nil, err
 		}
+		if r.State == to && to == schema.RollAborted {
+			return r.status(), nil // an abort forwarded twice (toLeader) is answered, not refused
+		}
 		switch r.State {
 		case schema.RollCompleted, schema.RollFailed, schema.RollAborted:
 			return nil, schema.Invalid("roll_id", "roll %s is %s", r.ID, r.State)
 		}
-		if to == schema.RollRunning {
-			// Resuming retries the nodes whose restart failed: they go back
-			// in the queue, in their place of the order.
-			for id := range r.Failed {
-				delete(r.Failed, id)
-			}
+		switch to {
+		case schema.RollRunning:
+			r.resume() // the failed nodes are retried; the pause is forgotten
+		case schema.RollPaused:
+			// An operator's pause replaces any other: it is never resumed
+			// automatically, even if its failed node recovers.
+			r.pause(schema.PausedOperator, "", "", time.Now())
+		default:
+			r.unpause()
+			r.State, r.Message = to, ""
 		}
-		r.State, r.Message = to, ""
 		if err := c.state.putRoll(ctx, r); err != nil {
 			return nil, err
 		}
 		kind := map[string]string{schema.RollPaused: "paused", schema.RollRunning: "resumed", schema.RollAborted: "aborted"}[to]
-		c.event(r.ID, kind, nil)
+		var fields map[string]any
+		switch to {
+		case schema.RollRunning:
+			fields = map[string]any{"automatic": false}
+		case schema.RollPaused:
+			fields = map[string]any{"reason": schema.PausedOperator}
+		}
+		c.event(r.ID, kind, fields)
 		return r.status(), nil
 	}
 }

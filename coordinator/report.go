@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,16 +100,47 @@ func (c *Coordinator) handleHistory(ctx context.Context, data []byte, _ nats.Hea
 	if len(all) > req.Limit {
 		all = all[len(all)-req.Limit:]
 	}
+	// Roll ids a caller chose need not start with "roll-": the rolls on
+	// record name them (a short read; without it only "roll-" ids show).
+	known := map[string]bool{}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if rolls, err := c.state.rolls(rctx); err == nil {
+		for _, r := range rolls {
+			known[r.ID] = true
+		}
+	}
+	cancel()
 	out := make([]HistoryEntry, 0, len(all))
 	for _, r := range all {
 		e := HistoryEntry{RestartID: r.RestartID, NodeID: r.NodeID, Reason: r.Reason, Graceful: r.Graceful, Success: r.Success,
 			Duration: r.Duration, StartedAt: r.StartedAt, CompletedAt: r.CompletedAt}
-		if i := len(r.RestartID) - len(r.NodeID) - 1; i > 5 && r.RestartID[:5] == "roll-" && r.RestartID[i+1:] == r.NodeID {
-			e.RollID = r.RestartID[:i]
-		}
+		e.RollID = rollOfRestart(r.RestartID, r.NodeID, known)
 		out = append(out, e)
 	}
 	return map[string]any{"type": "io.restartcoord.v1.history", "restarts": out}, nil
+}
+
+// rollOfRestart is the roll a restart belongs to, from its restart id:
+// "<roll>-<node>", or "<roll>-<node>-retry<N>" for a try after a failure
+// (see rollRecord.restartID). The roll is one on record in known, or any
+// id starting "roll-" (the coordinator's own, kept after the roll record
+// is gone); "" when the restart was no roll's.
+func rollOfRestart(restartID, node string, known map[string]bool) string {
+	roll, ok := strings.CutSuffix(restartID, "-"+node)
+	if !ok {
+		if i := strings.LastIndex(restartID, "-retry"); i > 0 {
+			if _, err := strconv.Atoi(restartID[i+len("-retry"):]); err == nil {
+				roll, ok = strings.CutSuffix(restartID[:i], "-"+node)
+			}
+		}
+	}
+	if !ok || roll == "" {
+		return ""
+	}
+	if known[roll] || (strings.HasPrefix(roll, "roll-") && len(roll) > len("roll-")) {
+		return roll
+	}
+	return ""
 }
 
 // ReportRequest is the body of cluster.report.

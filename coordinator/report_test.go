@@ -44,3 +44,23 @@ func TestBuildReport(t *testing.T) {
 		t.Fatalf("empty window: %+v", empty)
 	}
 }
+
+func TestRollOfRestart(t *testing.T) {
+	known := map[string]bool{"nightly-7": true}
+	for _, c := range []struct{ restart, node, want string }{
+		{"roll-3f9a2c1e-4b7d-node-1", "node-1", "roll-3f9a2c1e-4b7d"},
+		{"roll-3f9a2c1e-4b7d-node-1-retry2", "node-1", "roll-3f9a2c1e-4b7d"},
+		{"nightly-7-node-1", "node-1", "nightly-7"},
+		{"nightly-7-node-1-retry1", "node-1", "nightly-7"},
+		{"nightly-8-node-1", "node-1", ""},                  // not on record, not the coordinator's own form
+		{"roll-x-node-2", "node-1", ""},                     // another node's
+		{"3b1d7c2a-manual", "node-1", ""},                   // an operator's restart
+		{"roll--node-1", "node-1", ""},                      // "roll-" alone names nothing
+		{"roll-a-node-1-retryx", "node-1", ""},              // not a retry suffix, so not "-node-1"
+		{"roll-a-node-1-retry1", "node-1-retry1", "roll-a"}, // the node's id is the whole tail: a first try
+	} {
+		if got := rollOfRestart(c.restart, c.node, known); got != c.want {
+			t.Errorf("rollOfRestart(%q, %q) = %q, want %q", c.restart, c.node, got, c.want)
+		}
+	}
+}

@@ -68,7 +68,12 @@ func (c *Coordinator) planRoll(ctx context.Context, req schema.RollRequest) (Pla
 	return plan, blocked, nil
 }
 
-// startRoll records a new roll; the leader's passes run it.
+// newRollID names a roll whose caller named none.
+func newRollID() string { return "roll-" + uuid.NewString()[:13] }
+
+// startRoll records a new roll; the leader's passes run it. The record is
+// created only if no roll has its id (KV create): of two starts with one
+// id, the second gets jetstream.ErrKeyExists.
 func (c *Coordinator) startRoll(ctx context.Context, req schema.RollRequest, term uint64) (*rollRecord, error) {
 	plan, _, err := c.planRoll(ctx, req)
 	if err != nil {
@@ -77,7 +82,10 @@ func (c *Coordinator) startRoll(ctx context.Context, req schema.RollRequest, ter
 	if len(plan.Waves) == 0 {
 		return nil, schema.Invalid("selector", "every selected node is quarantined")
 	}
-	r := &rollRecord{ID: "roll-" + uuid.NewString()[:13], Request: req, Plan: plan, State: schema.RollRunning,
+	if req.RollID == "" {
+		req.RollID = newRollID()
+	}
+	r := &rollRecord{ID: req.RollID, Request: req, Plan: plan, State: schema.RollRunning,
 		Current: map[string]time.Time{}, HealthyAt: map[string]time.Time{}, Failed: map[string]string{},
 		Durations: map[string]float64{}, StartedAt: time.Now().UTC(), Term: term}
 	if err := c.state.putRoll(ctx, r); err != nil {
@@ -98,20 +106,51 @@ func (c *Coordinator) rollPass(ctx context.Context, term uint64) {
 	for _, r := range rolls {
 		// Paused and aborted rolls still see their nodes that are out through.
 		if r.State == schema.RollRunning || ((r.State == schema.RollPaused || r.State == schema.RollAborted) && len(r.Current) > 0) {
-			if err := c.advance(ctx, r, term); err != nil && !errors.Is(err, context.Canceled) {
-				c.log.Warn("roll pass", "roll", r.ID, "err", err)
+			if err := c.advance(ctx, r, term); err != nil {
+				c.passFailed(r, err)
+				continue
+			}
+		}
+		if r.State == schema.RollPaused {
+			if err := c.autoResume(ctx, r, time.Now()); err != nil {
+				c.passFailed(r, err)
 			}
 		}
 	}
 }
 
-func rollKey(roll, node string) string { return roll + "/" + node }
+func (c *Coordinator) passFailed(r *rollRecord, err error) {
+	if !errors.Is(err, context.Canceled) {
+		c.log.Warn("roll pass", "roll", r.ID, "err", err)
+	}
+}
+
+// restartID is the restart id of a roll's restart of a node: the same for
+// every send of one try (a node answers a repeated id with the restart it
+// made), a new one for each try after a failure, which a node would
+// otherwise answer with the failed restart.
+func (r *rollRecord) restartID(node string) string {
+	if n := r.Retries[node]; n > 0 {
+		return fmt.Sprintf("%s-%s-retry%d", r.ID, node, n)
+	}
+	return r.ID + "-" + node
+}
 
 // advance checks the nodes a roll has out, then takes out the next ones.
 func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) error {
 	now := time.Now()
 	pol := policyOf(r.Request)
 	changed := false
+	paused := false // by this pass: alerted once stored
+	save := func() error {
+		if err := c.state.putRoll(ctx, r); err != nil {
+			return err
+		}
+		if paused {
+			c.alertPaused(r)
+		}
+		return nil
+	}
 	canary := map[string]bool{}
 	if r.Request.Canary > 0 && len(r.Plan.Waves) > 0 {
 		for _, id := range r.Plan.Waves[0] {
@@ -120,7 +159,7 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 	}
 	for _, id := range sortedKeys(r.Current) {
 		started := r.Current[id]
-		key := rollKey(r.ID, id)
+		key := r.restartID(id)
 		c.mu.Lock()
 		res, have := c.results[key]
 		busy := c.inflight[key]
@@ -166,6 +205,13 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 		if failure != "" {
 			delete(r.Current, id)
 			r.Failed[id] = failure
+			if r.Retries == nil {
+				r.Retries = map[string]int{}
+			}
+			r.Retries[id]++ // its next try, after a resume, is a new restart
+			c.mu.Lock()
+			delete(c.results, key)
+			c.mu.Unlock()
 			changed = true
 			c.event(r.ID, "node_failed", map[string]any{"node_id": id, "error": failure})
 			switch {
@@ -175,8 +221,9 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 				r.State, r.Message = schema.RollFailed, "canary "+id+" failed: "+failure+"; roll aborted"
 				c.event(r.ID, "failed", map[string]any{"message": r.Message})
 			default:
-				r.State, r.Message = schema.RollPaused, "paused: "+id+" "+failure+"; the escalation ladder takes it over"
-				c.event(r.ID, "paused", map[string]any{"message": r.Message})
+				r.pause(schema.PausedNodeFailed, id, "paused: "+id+" "+failure+"; the escalation ladder takes it over", now)
+				paused = true
+				c.event(r.ID, "paused", map[string]any{"message": r.Message, "reason": r.PausedReason, "node_id": id})
 			}
 		}
 	}
@@ -190,10 +237,11 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 	}
 	if r.State == schema.RollRunning {
 		if open, reason := c.brk.Open(); open {
-			if r.Message != "held: circuit breaker open" {
-				r.Message, changed = "held: circuit breaker open", true
-				c.event(r.ID, "held", map[string]any{"reason": reason})
-			}
+			// Paused, not held: the breaker says the fleet is in trouble, and
+			// whether the roll should go on is a person's call (DECISIONS.md).
+			r.pause(schema.PausedBreaker, "", "paused: circuit breaker open ("+reason+"); once it closes (or is reset), resume", now)
+			changed, paused = true, true
+			c.event(r.ID, "paused", map[string]any{"message": r.Message, "reason": r.PausedReason})
 		} else {
 			ms := c.withQuarantine(ctx, c.members(now))
 			selected, err := Select(ms, Selector{Group: r.Request.Selector.Group, Nodes: r.Request.Selector.Nodes})
@@ -203,10 +251,10 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 				if len(step.Start) == 0 && len(r.Current) == 0 {
 					if stuck := c.stuckOn(ctx, selected, r, pol.HealthyDeadline, now); len(stuck) > 0 {
 						// Nothing will free the budget by itself: pause and say why.
-						r.State = schema.RollPaused
-						r.Message = fmt.Sprintf("paused: blocked by %v (quarantined or declared failed); release or forget them, or raise max_unavailable, then resume", stuck)
-						c.event(r.ID, "paused", map[string]any{"message": r.Message, "blocked_by": stuck})
-						return c.state.putRoll(ctx, r)
+						r.pause(schema.PausedQuarantine, stuck[0], fmt.Sprintf("paused: blocked by %v (quarantined or declared failed); release or forget them, or raise max_unavailable, then resume", stuck), now)
+						paused = true
+						c.event(r.ID, "paused", map[string]any{"message": r.Message, "reason": r.PausedReason, "blocked_by": stuck})
+						return save()
 					}
 				}
 				if len(step.Start) > 0 {
@@ -229,7 +277,7 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 		}
 	}
 	if changed {
-		return c.state.putRoll(ctx, r)
+		return save()
 	}
 	return nil
 }
@@ -237,7 +285,7 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 // sendRollRestart restarts one node of a roll, asynchronously; the result
 // is picked up by the next pass.
 func (c *Coordinator) sendRollRestart(ctx context.Context, r *rollRecord, id string, term uint64) {
-	key := rollKey(r.ID, id)
+	key := r.restartID(id)
 	c.mu.Lock()
 	if c.inflight[key] {
 		c.mu.Unlock()
@@ -246,7 +294,7 @@ func (c *Coordinator) sendRollRestart(ctx context.Context, r *rollRecord, id str
 	c.inflight[key] = true
 	c.mu.Unlock()
 	req := schema.RestartRequest{Graceful: r.Request.Graceful, PreserveState: r.Request.PreserveState,
-		Timeout: r.Request.Timeout, Reason: r.Request.Reason, RestartID: r.ID + "-" + id}
+		Timeout: r.Request.Timeout, Reason: r.Request.Reason, RestartID: key}
 	if r.Request.ConfigVersion != "" {
 		req.Reason = schema.ReasonConfigurationUpdate
 	}
@@ -339,6 +387,14 @@ func (r *rollRecord) status() *schema.RollStatus {
 		Plan: schema.PlanWaves{Waves: r.Plan.Waves}, Message: r.Message, Request: r.Request, Term: r.Term}
 	if st.Current == nil {
 		st.Current = []string{}
+	}
+	st.AutoResumes = r.AutoResumes
+	if r.State == schema.RollPaused {
+		st.PausedReason = r.PausedReason
+		if !r.PausedSince.IsZero() {
+			t := r.PausedSince
+			st.PausedSince = &t
+		}
 	}
 	for _, id := range r.Done {
 		st.Nodes = append(st.Nodes, schema.RollNode{NodeID: id, Phase: schema.PhaseComplete, Duration: r.Durations[id]})

@@ -42,7 +42,20 @@ type rollRecord struct {
 	UpdatedAt time.Time            `json:"updated_at"`
 	Message   string               `json:"message,omitempty"`
 	Term      uint64               `json:"term"`
-	rev       uint64
+
+	// The pause, while paused: why (schema.Paused*), since when, the node
+	// that caused it (if one did), and since when each failed node has
+	// been healthy (the automatic resume's clock, kept here so that a new
+	// leader does not start it again).
+	PausedReason string               `json:"paused_reason,omitempty"`
+	PausedSince  time.Time            `json:"paused_since,omitzero"`
+	PausedNode   string               `json:"paused_node,omitempty"`
+	RecoveredAt  map[string]time.Time `json:"recovered_at,omitempty"`
+	AutoResumes  int                  `json:"auto_resumes,omitempty"`
+	// Retries counts each node's failed tries: its restart id changes
+	// with each (restartID).
+	Retries map[string]int `json:"retries,omitempty"`
+	rev     uint64
 }
 
 // stateStore keeps the coordinator's state in ORCH_COORD. Node states are

@@ -47,6 +47,10 @@ func TestClusterBadUsageIsRefusedLocally(t *testing.T) {
 		{"roll config-version empty", []string{"roll", "--group", "g", "--config-version="}},
 		{"roll config-version with other reason", []string{"roll", "--group", "g", "--config-version", "v2", "--reason", "manual_request"}},
 		{"roll dry-run and detach", []string{"roll", "--group", "g", "--dry-run", "--detach"}},
+		{"roll bad roll-id", []string{"roll", "--group", "g", "--roll-id", "my.roll"}},
+		{"roll roll-id too long", []string{"roll", "--group", "g", "--roll-id", strings.Repeat("r", 65)}},
+		{"roll max-auto-resumes negative", []string{"roll", "--group", "g", "--max-auto-resumes", "-1"}},
+		{"roll max-auto-resumes too high", []string{"roll", "--group", "g", "--max-auto-resumes", "101"}},
 		{"roll positional argument", []string{"roll", "--group", "g", "node-1"}},
 		{"roll unknown sub-verb", []string{"roll", "restart", "roll-1"}},
 		{"roll unknown flag", []string{"roll", "--group", "g", "--force"}},
@@ -98,6 +102,8 @@ func TestClusterValidUsageConnects(t *testing.T) {
 			"--healthy-deadline", "90", "--emergency", "--no-preserve-state", "--reason", "dr_test", "--timeout-secs", "10", "--detach"},
 		{"roll", "--group", "default", "--config-version", "v2", "--dry-run", "--json"},
 		{"roll", "--group", "default", "--min-healthy-time", "0"},
+		{"roll", "--group", "default", "--roll-id", "my-roll-1", "--auto-resume=false", "--max-auto-resumes", "0"},
+		{"roll", "--roll-id", "status", "--group", "default"}, // a roll id named like a sub-verb
 		{"roll", "-s", "nats://127.0.0.1:1", "status", "roll-1"},
 		{"roll", "--group", "status", "--dry-run"}, // a group named like a sub-verb
 		{"roll", "status", "roll-1", "--follow"},
@@ -166,7 +172,8 @@ func TestRollRequestFromFlags(t *testing.T) {
 	var rf rollFlags
 	rf.register(o.fs)
 	if err := o.fs.Parse([]string{"--nodes", "node-2, node-1", "--canary", "1", "--max-unavailable", "2", "--min-healthy-time", "1.5",
-		"--healthy-deadline", "2m", "--emergency", "--no-preserve-state", "--timeout-secs", "45", "--config-version", "v9"}); err != nil {
+		"--healthy-deadline", "2m", "--emergency", "--no-preserve-state", "--timeout-secs", "45", "--config-version", "v9",
+		"--roll-id", "my-roll-1", "--auto-resume=false", "--max-auto-resumes", "7"}); err != nil {
 		t.Fatal(err)
 	}
 	req, err := rf.rollRequest(o.set())
@@ -175,7 +182,7 @@ func TestRollRequestFromFlags(t *testing.T) {
 	}
 	want := schema.RollRequest{Selector: schema.Selector{Nodes: []string{"node-2", "node-1"}}, MaxUnavailable: 2, Canary: 1,
 		MinHealthyTime: 1.5, HealthyDeadline: 120, Graceful: false, PreserveState: false, Reason: schema.ReasonRollingRestart,
-		Timeout: 45, ConfigVersion: "v9"}
+		Timeout: 45, ConfigVersion: "v9", RollID: "my-roll-1", AutoResume: false, MaxAutoResumes: 7}
 	got, _ := json.Marshal(req)
 	exp, _ := json.Marshal(want)
 	if !bytes.Equal(got, exp) {
@@ -272,7 +279,8 @@ const sampleRollStatus = `{"type":"io.restartcoord.v1.roll_status","roll_id":"ro
           {"node_id":"node-3","started_at":"2025-01-01T09:59:50Z"},
           {"node_id":"node-4","phase":"failed","error":"restart failed: PROCESS_FAILED: worker never healthy"}],
  "request":{"selector":{"group":"default"},"max_unavailable":1,"canary":1,"min_healthy_time":5,"healthy_deadline":60,
-            "graceful":true,"preserve_state":true,"reason":"rolling_restart","timeout":30},"term":3}`
+            "graceful":true,"preserve_state":true,"reason":"rolling_restart","timeout":30,"auto_resume":true,"max_auto_resumes":3},"term":3,
+ "paused_reason":"node_failed","paused_since":"2025-01-01T09:59:55Z","auto_resumes":3}`
 
 func TestRenderRollStatus(t *testing.T) {
 	fixNow(t, time.Date(2025, 1, 1, 10, 0, 0, 0, time.UTC))
@@ -284,7 +292,8 @@ func TestRenderRollStatus(t *testing.T) {
 	renderRollStatus(&buf, &st)
 	out := buf.String()
 	for _, want := range []string{"roll roll-1a2b: paused, 2/4 done", "group default", "max_unavailable 1, canary 1", "1 (node-3)", "1 (node-4)",
-		"worker never healthy", "0.61s", "1.25s", "restarted", "in progress", "10.0s", "FAILED: restart failed", "roll resume roll-1a2b"} {
+		"worker never healthy", "0.61s", "1.25s", "restarted", "in progress", "10.0s", "FAILED: restart failed", "roll resume roll-1a2b",
+		"node_failed since", "waits for an operator's resume", "3 of 3"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -320,6 +329,15 @@ func TestRollEnded(t *testing.T) {
 		{schema.RollStatus{State: schema.RollCompleted}, true, exitOK},
 		{schema.RollStatus{State: schema.RollFailed, Message: "canary node-1 failed"}, true, exitFailed},
 		{schema.RollStatus{State: schema.RollAborted}, true, exitFailed},
+		// Paused for a failed node with automatic resumes left: it may go on by itself.
+		{schema.RollStatus{State: schema.RollPaused, PausedReason: schema.PausedNodeFailed, Failed: []string{"node-2"}, Message: "paused: node-2",
+			Request: schema.RollRequest{AutoResume: true, MaxAutoResumes: 3}, AutoResumes: 2}, false, 0},
+		{schema.RollStatus{State: schema.RollPaused, PausedReason: schema.PausedNodeFailed, Failed: []string{"node-2"}, Message: "paused: node-2",
+			Request: schema.RollRequest{AutoResume: true, MaxAutoResumes: 3}, AutoResumes: 3}, true, exitFailed},
+		{schema.RollStatus{State: schema.RollPaused, PausedReason: schema.PausedNodeFailed, Failed: []string{"node-2"}, Message: "paused: node-2",
+			Request: schema.RollRequest{AutoResume: false, MaxAutoResumes: 3}}, true, exitFailed},
+		{schema.RollStatus{State: schema.RollPaused, PausedReason: schema.PausedBreaker, Message: "paused: circuit breaker open",
+			Request: schema.RollRequest{AutoResume: true, MaxAutoResumes: 3}}, true, exitFailed},
 	}
 	for _, tc := range cases {
 		ended, err := rollEnded(&tc.st)
@@ -715,5 +733,25 @@ func TestClusterExitCodesFromReplies(t *testing.T) {
 	defer mu.Unlock()
 	if b := bodies[schema.ClusterSubject(schema.OpClusterReport)]; b != `{"window":604800}` {
 		t.Errorf("report body: got %s", b)
+	}
+}
+
+func TestIsRollRestart(t *testing.T) {
+	cases := []struct {
+		restartID string
+		want      bool
+	}{
+		{"roll-1-node-1", true},
+		{"roll-1-node-1-retry1", true},
+		{"roll-1-node-1-retry12", true},
+		{"roll-1-node-10", false},
+		{"roll-1-node-1-retry", false},
+		{"roll-1-node-1-retryx", false},
+		{"roll-2-node-1", false},
+	}
+	for _, tc := range cases {
+		if got := isRollRestart(tc.restartID, "roll-1", "node-1"); got != tc.want {
+			t.Errorf("isRollRestart(%q, roll-1, node-1): got %v, want %v", tc.restartID, got, tc.want)
+		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 
 const rollUsage = "restartcoord roll --group G | --nodes a,b [--max-unavailable 1] [--canary 0] [--min-healthy-time 5s] " +
 	"[--healthy-deadline 60s] [--emergency] [--no-preserve-state] [--reason R] [--timeout-secs 30] [--config-version V] " +
-	"[--dry-run] [--detach] [--json] [-s URL] [--timeout DURATION]\n" +
+	"[--roll-id ID] [--auto-resume=false] [--max-auto-resumes 3] [--dry-run] [--detach] [--json] [-s URL] [--timeout DURATION]\n" +
 	"       restartcoord roll status|pause|resume|abort ROLL_ID [--follow] [--json] [-s URL] [--timeout DURATION]"
 
 // Following a roll: how often its status is asked, how often the nodes'
@@ -32,6 +32,12 @@ var (
 	rollPhasesEvery = time.Second
 	rollLostAfter   = 30 * time.Second
 )
+
+// rollStartWait is how long a roll start is waited for: a coordinator
+// holds a start sent during a leader election for up to 15 s
+// (coordinator.Config.LeaderWait) before NOT_LEADER, and the CLI waits
+// that out rather than giving up first.
+const rollStartWait = 25 * time.Second
 
 // stderrIsTerminal says whether progress may redraw a bar on stderr.
 var stderrIsTerminal = func() bool {
@@ -55,7 +61,7 @@ func rollSubverbs() []subverb {
 // rollValueFlags are the flags of roll that take a value (written without
 // =value, the value is the next argument).
 var rollValueFlags = []string{"group", "nodes", "max-unavailable", "canary", "min-healthy-time", "healthy-deadline",
-	"reason", "timeout-secs", "config-version", "s", "server", "creds", "user", "password", "timeout"}
+	"reason", "timeout-secs", "config-version", "roll-id", "max-auto-resumes", "s", "server", "creds", "user", "password", "timeout"}
 
 // runRoll starts a roll (or plans it with --dry-run), or runs a sub-verb on
 // an existing roll: `roll status ID`.
@@ -105,11 +111,12 @@ func (s *secondsFlag) Set(v string) error {
 
 // rollFlags are roll's own flags.
 type rollFlags struct {
-	group, nodes, reason, configVersion   string
-	maxUnavailable, canary                int
-	minHealthy, healthyDeadline           secondsFlag
-	emergency, noPreserve, dryRun, detach bool
-	timeoutSecs                           float64
+	group, nodes, reason, configVersion, rollID string
+	maxUnavailable, canary, maxAutoResumes      int
+	minHealthy, healthyDeadline                 secondsFlag
+	emergency, noPreserve, dryRun, detach       bool
+	autoResume                                  bool
+	timeoutSecs                                 float64
 }
 
 func (r *rollFlags) register(fs *flag.FlagSet) {
@@ -128,6 +135,9 @@ func (r *rollFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&r.timeoutSecs, "timeout-secs", def.Timeout,
 		fmt.Sprintf("seconds the graceful part of each restart may take (%d..%d)", schema.MinRestartTimeout, schema.MaxRestartTimeout))
 	fs.StringVar(&r.configVersion, "config-version", "", "roll to this configuration: each node restarts with configuration_update and must report this config_version")
+	fs.StringVar(&r.rollID, "roll-id", "", "name the roll (1..64 letters, digits, '-', '_'): a start repeated with the same id returns that roll instead of making another")
+	fs.BoolVar(&r.autoResume, "auto-resume", def.AutoResume, "resume by itself when paused for a failed node, once that node is healthy for --min-healthy-time (--auto-resume=false: an operator resumes)")
+	fs.IntVar(&r.maxAutoResumes, "max-auto-resumes", def.MaxAutoResumes, "at most this many automatic resumes per roll (0..100)")
 	fs.BoolVar(&r.dryRun, "dry-run", false, "print the plan (waves) and what would block it; start nothing (exit 1 when blocked)")
 	fs.BoolVar(&r.detach, "detach", false, "start the roll and return at once with its id")
 }
@@ -198,6 +208,16 @@ func (r *rollFlags) rollRequest(set map[string]bool) (schema.RollRequest, error)
 		}
 		req.ConfigVersion = r.configVersion
 	}
+	if set["roll-id"] {
+		if !schema.ValidToken(r.rollID) {
+			return req, usageErr("--roll-id %q: must be 1..64 letters, digits, '-' or '_'", r.rollID)
+		}
+		req.RollID = r.rollID
+	}
+	if r.maxAutoResumes < 0 || r.maxAutoResumes > 100 {
+		return req, usageErr("--max-auto-resumes must be 0..100, got %d", r.maxAutoResumes)
+	}
+	req.AutoResume, req.MaxAutoResumes = r.autoResume, r.maxAutoResumes
 	if r.dryRun && r.detach {
 		return req, usageErr("--dry-run starts nothing; it cannot be combined with --detach")
 	}
@@ -252,7 +272,7 @@ func runRollStart(ctx context.Context, args []string) error {
 		return nil
 	}
 
-	data, err := clusterCall(ctx, conn, schema.ClusterSubject(schema.OpRollStart), req, wait, *o.asJSON)
+	data, err := clusterCall(ctx, conn, schema.ClusterSubject(schema.OpRollStart), req, o.conn.wait(rollStartWait), *o.asJSON)
 	if err != nil {
 		if ctx.Err() != nil {
 			return &exitError{code: exitNoNATS, err: errors.New("interrupted while starting the roll; it may have started: see `restartcoord cluster-health` (active rolls)")}
@@ -343,13 +363,24 @@ func rollEnded(st *schema.RollStatus) (bool, error) {
 		return true, &exitError{code: exitFailed, err: errors.New(msg)}
 	case schema.RollPaused:
 		// Paused by the coordinator (a node failed, or the roll is blocked):
-		// an operator must act. Paused by an operator: it will be resumed.
+		// an operator must act, unless it resumes by itself. Paused by an
+		// operator: it will be resumed.
+		if mayResumeItself(st) {
+			return false, nil
+		}
 		if len(st.Failed) > 0 || st.Message != "" {
 			return true, &exitError{code: exitFailed, err: fmt.Errorf("roll %s paused: %s (then `restartcoord roll resume %s`, or `restartcoord roll abort %s`)",
 				st.RollID, orDash(st.Message), st.RollID, st.RollID)}
 		}
 	}
 	return false, nil
+}
+
+// mayResumeItself: st is paused for a failed node and has automatic
+// resumes left, so following it goes on.
+func mayResumeItself(st *schema.RollStatus) bool {
+	return st.State == schema.RollPaused && st.PausedReason == schema.PausedNodeFailed &&
+		st.Request.AutoResume && st.AutoResumes < st.Request.MaxAutoResumes
 }
 
 // follower tracks what a followed roll's progress display shows.
@@ -373,7 +404,7 @@ func followRoll(ctx context.Context, conn *bus.Conn, st *schema.RollStatus, raw 
 	id := st.RollID
 	if sub, err := conn.Subscribe(schema.NodeEventSubject("*", schema.EventPhase), func(m *nats.Msg) {
 		var ev schema.PhaseEvent
-		if json.Unmarshal(m.Data, &ev) != nil || ev.RestartID != id+"-"+ev.NodeID {
+		if json.Unmarshal(m.Data, &ev) != nil || !isRollRestart(ev.RestartID, id, ev.NodeID) {
 			return
 		}
 		f.mu.Lock()
@@ -438,6 +469,18 @@ func followRoll(ctx context.Context, conn *bus.Conn, st *schema.RollStatus, raw 
 		}
 		f.st, raw = &next, data
 	}
+}
+
+// isRollRestart: restartID is a try of roll's restart of node (its first,
+// roll-node, or a retry after a failure, roll-node-retryN).
+func isRollRestart(restartID, roll, node string) bool {
+	first := roll + "-" + node
+	if restartID == first {
+		return true
+	}
+	n, ok := strings.CutPrefix(restartID, first+"-retry")
+	_, err := strconv.Atoi(n)
+	return ok && err == nil
 }
 
 // readPhases asks cluster.nodes for the phases of the nodes out (the

@@ -336,6 +336,12 @@ func renderRollStatus(w io.Writer, st *schema.RollStatus) {
 	}
 	f.add("current", "%s", fmtIDs(st.Current, 10))
 	f.add("failed", "%s", fmtIDs(st.Failed, 10))
+	if st.State == schema.RollPaused && st.PausedReason != "" {
+		f.add("paused", "%s", fmtPause(st))
+	}
+	if st.AutoResumes > 0 || st.Request.AutoResume {
+		f.add("auto resumes", "%d of %d", st.AutoResumes, st.Request.MaxAutoResumes)
+	}
 	if st.Message != "" {
 		f.add("message", "%s", st.Message)
 	}
@@ -350,6 +356,21 @@ func renderRollStatus(w io.Writer, st *schema.RollStatus) {
 	case schema.RollRunning:
 		fmt.Fprintf(w, "follow: restartcoord roll status %s --follow\n", st.RollID)
 	}
+}
+
+// fmtPause says why and since when a roll is paused, and what resumes it.
+func fmtPause(st *schema.RollStatus) string {
+	s := st.PausedReason
+	if st.PausedSince != nil {
+		s += " since " + fmtTime(*st.PausedSince)
+	}
+	switch {
+	case mayResumeItself(st):
+		s += "; resumes by itself once its failed node is healthy for " + fmtSecs(st.Request.MinHealthyTime)
+	default:
+		s += "; waits for an operator's resume"
+	}
+	return s
 }
 
 // rollOrder lists the roll's nodes in plan order.
@@ -437,6 +458,9 @@ func rollBar(st *schema.RollStatus, current []string, elapsed time.Duration, at 
 	if st.State != schema.RollRunning {
 		s += " " + strings.ToUpper(st.State)
 	}
+	if st.State == schema.RollPaused && st.PausedReason != "" {
+		s += " (" + st.PausedReason + ")"
+	}
 	if len(current) > 0 {
 		s += "  " + strings.Join(current, ", ")
 	}
@@ -457,6 +481,9 @@ func rollBar(st *schema.RollStatus, current []string, elapsed time.Duration, at 
 // the roll does.
 func rollLine(st *schema.RollStatus, current []string, problem string) string {
 	s := fmt.Sprintf("roll %s: %s, %d/%d done", st.RollID, st.State, st.Done, st.Total)
+	if st.State == schema.RollPaused && st.PausedReason != "" {
+		s += " (" + st.PausedReason + ")"
+	}
 	if len(current) > 0 {
 		s += "; out: " + strings.Join(current, ", ")
 	}
