@@ -35,8 +35,14 @@ func (r *Report) Write(w io.Writer) {
 	for _, o := range r.RollOutcomes {
 		fmt.Fprintf(w, "roll %s\n", o)
 	}
+	fmt.Fprintf(w, "rolls: %d completed, %d paused, %d resumed by the coordinator, %d aborted by the harness (paused over %s)\n",
+		r.RollsCompleted, r.RollsPaused, r.RollsResumed, r.RollsAborted, rollPauseLimit)
 	if len(r.RollRefusals) > 0 {
 		fmt.Fprintf(w, "roll starts refused: %s\n", fmtCounts(r.RollRefusals))
+	}
+	if r.RollUnanswered > 0 {
+		fmt.Fprintf(w, "roll starts unanswered: %d (%d found made later, %d never made)\n",
+			r.RollUnanswered, r.RollUnanswered-r.RollNeverMade, r.RollNeverMade)
 	}
 	fmt.Fprintf(w, "processes that exited on their own (restarted after 1 s, as systemd would): %d\n", len(r.Exits))
 	for _, e := range r.Exits {

@@ -20,13 +20,16 @@ func sampleReport(verdicts ...Verdict) *Report {
 			{Kind: "stop-worker", Target: "node-2", At: 30 * time.Second, Held: 2 * time.Second, Recovery: 2 * time.Second},
 			{Kind: "stop-worker", Target: "node-4", At: 40 * time.Second, Held: 2 * time.Second, Recovery: -1},
 		},
-		Verdicts:     verdicts,
-		Escalations:  []string{"12:00:01 quarantine node-2: node node-2 quarantined"},
-		Calls:        10,
-		Acked:        8,
-		Errors:       map[string]int{"timeout": 2},
-		Rolls:        2,
-		RollOutcomes: []string{"r1: completed, 5/5 done, failed [] "},
+		Verdicts:       verdicts,
+		Escalations:    []string{"12:00:01 quarantine node-2: node node-2 quarantined"},
+		Calls:          10,
+		Acked:          8,
+		Errors:         map[string]int{"timeout": 2},
+		Rolls:          3,
+		RollOutcomes:   []string{"r1: completed, 5/5 done, failed []; paused 2x, resumed 2x by itself", "r2: aborted, 2/5 done, failed [node-3]; paused 1x, aborted by the harness", "r3: completed, 5/5 done, failed []"},
+		RollsCompleted: 2, RollsPaused: 2, RollsResumed: 2, RollsAborted: 1,
+		RollRefusals:   map[string]int{"NOT_LEADER": 2},
+		RollUnanswered: 2, RollNeverMade: 1,
 	}
 }
 
@@ -148,9 +151,13 @@ func TestReportFaultRows(t *testing.T) {
 		}
 	}
 	for _, w := range []string{
-		"chaos run: seed 42, 1m30s, 5 faults, 2 rolls started",
+		"chaos run: seed 42, 1m30s, 5 faults, 3 rolls started\n",
 		"client calls: 10 made, 8 acknowledged; client-visible errors: timeout 2",
-		"roll r1: completed",
+		"\nroll r1: completed, 5/5 done, failed []; paused 2x, resumed 2x by itself\n",
+		"\nroll r2: aborted, 2/5 done, failed [node-3]; paused 1x, aborted by the harness\n",
+		"\nrolls: 2 completed, 2 paused, 2 resumed by the coordinator, 1 aborted by the harness (paused over 1m0s)\n",
+		"\nroll starts refused: NOT_LEADER 2\n",
+		"\nroll starts unanswered: 2 (1 found made later, 1 never made)\n",
 		"quarantines and breaker openings: 1",
 		"  12:00:01 quarantine node-2: node node-2 quarantined",
 	} {
@@ -216,12 +223,15 @@ func TestReportVerdicts(t *testing.T) {
 
 func TestReportNoErrors(t *testing.T) {
 	out := writeReport(&Report{Seed: 1})
-	for _, w := range []string{"0 faults", "client-visible errors: none", "quarantines and breaker openings: 0"} {
+	for _, w := range []string{"0 faults", "client-visible errors: none", "quarantines and breaker openings: 0",
+		"rolls: 0 completed, 0 paused, 0 resumed by the coordinator, 0 aborted by the harness"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("empty report lacks %q:\n%s", w, out)
 		}
 	}
-	if strings.Contains(out, "roll starts refused") {
-		t.Errorf("empty report lists refusals:\n%s", out)
+	for _, no := range []string{"roll starts refused", "roll starts unanswered", "\nroll "} {
+		if strings.Contains(out, no) {
+			t.Errorf("empty report has %q:\n%s", no, out)
+		}
 	}
 }

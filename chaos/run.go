@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -21,9 +20,12 @@ type RunConfig struct {
 	Kinds []string
 	// ClientsPerNode making calls without pause (2), besides one making jobs.
 	ClientsPerNode int
-	// RollEvery: a roll of every node starts this long after the last
-	// attempt, when none runs (20 s).
+	// RollEvery: a roll of every node starts this long after the last one
+	// ended (10 s), so the run keeps rolling (roll.go).
 	RollEvery time.Duration
+	// FaultEvery is the cadence of faults and FaultGap the least time from
+	// a fault's recovery to the next (DefaultFaultEvery, DefaultFaultGap).
+	FaultEvery, FaultGap time.Duration
 	// JobEvery: each node gets a new 20-step job this often (15 s).
 	JobEvery time.Duration
 	// RecoveryLimit: every node healthy again this long after the last
@@ -40,7 +42,13 @@ func (rc *RunConfig) defaults() {
 		rc.ClientsPerNode = 2
 	}
 	if rc.RollEvery == 0 {
-		rc.RollEvery = 20 * time.Second
+		rc.RollEvery = 10 * time.Second
+	}
+	if rc.FaultEvery == 0 {
+		rc.FaultEvery = DefaultFaultEvery
+	}
+	if rc.FaultGap == 0 {
+		rc.FaultGap = DefaultFaultGap
 	}
 	if rc.JobEvery == 0 {
 		rc.JobEvery = 15 * time.Second
@@ -73,10 +81,17 @@ type Report struct {
 	Calls, Acked int
 	Errors       map[string]int
 	ErrorSamples []string
-	Rolls        int
+	Rolls        int // rolls the harness started (found started, if their start went unanswered)
 	RollRefusals map[string]int
 	RollOutcomes []string // each roll's final state
 	Exits        []string // processes that exited on their own (restarted as systemd would)
+	// RollUnanswered starts had no answer in time; RollNeverMade of them
+	// were not found afterwards (roll.status NOT_FOUND at the end).
+	RollUnanswered, RollNeverMade int
+	// RollsCompleted ended completed; RollsPaused were paused at some time;
+	// RollsResumed counts the coordinator's automatic resumes; RollsAborted
+	// were aborted by the harness, paused for longer than 60 s.
+	RollsCompleted, RollsPaused, RollsResumed, RollsAborted int
 }
 
 // Failed reports whether any invariant failed.
@@ -94,7 +109,7 @@ func (r *Report) Failed() bool {
 // harness's own record and what JetStream holds.
 func Run(ctx context.Context, c *Cluster, rc RunConfig) (*Report, error) {
 	rc.defaults()
-	rng := rand.New(rand.NewPCG(rc.Seed, rc.Seed^0x9e3779b97f4a7c15))
+	plan := newFaultPlan(rc.Seed, rc.Kinds)
 	rep := &Report{Seed: rc.Seed}
 	jtap, err := c.tapJournal(ctx)
 	if err != nil {
@@ -107,29 +122,40 @@ func Run(ctx context.Context, c *Cluster, rc RunConfig) (*Report, error) {
 		probe.stop()
 		return nil, err
 	}
-	rolls := c.startRoller(ctx, rc.RollEvery)
+	rolls := c.startRoller(ctx, rc.RollEvery, rc.Logf)
 	start := time.Now()
 	lastHeal := start
-	for time.Since(start) < rc.Duration && ctx.Err() == nil {
-		fr := c.oneFault(ctx, rng, rc, start)
+	runSchedule(rc.Duration, rc.FaultEvery, rc.FaultGap, func(due time.Duration) bool {
+		sleep(ctx, time.Until(start.Add(due)))
+		return ctx.Err() == nil
+	}, func() time.Duration {
+		fr := c.oneFault(ctx, plan.next(c.Servers(), c.nodes), start)
 		rep.Faults = append(rep.Faults, fr)
 		lastHeal = start.Add(fr.At + fr.Held)
 		rc.Logf("%7.1fs %-15s %-14s held %5.1fs recovered %s %s %s", fr.At.Seconds(), fr.Kind, fr.Target, fr.Held.Seconds(),
 			fmtRecovery(fr.Recovery), fr.Note, fr.Err)
-		sleep(ctx, time.Duration(1000+rng.IntN(2000))*time.Millisecond)
-	}
+		return time.Since(start)
+	})
+	// The last fault may recover before the run's end: load and rolls go
+	// on to the end, so a run lasts what it was asked to.
+	sleep(ctx, time.Until(start.Add(rc.Duration)))
 	rep.Duration = time.Since(start)
 	// Every node healthy again within the limit after the last heal.
 	rep.Verdicts = append(rep.Verdicts, c.checkRecovered(ctx, lastHeal, rc.RecoveryLimit))
-	rollIDs := rolls.stop()
+	// The rolls under way end (or are aborted, paused too long) before the
+	// end state is checked.
+	book := rolls.stop(ctx, rollsEndWithin)
+	rollIDs := book.started()
 	rep.Rolls = len(rollIDs)
-	rep.RollRefusals = rolls.refuse
-	for _, id := range c.finishRolls(ctx, rollIDs) {
+	rep.RollRefusals = book.refuse
+	rep.RollUnanswered, rep.RollNeverMade = book.unanswered, len(book.lost)
+	for _, id := range c.finishRolls(ctx, rollIDs, 10*time.Second) {
 		rep.RollOutcomes = append(rep.RollOutcomes, "STUCK, aborted: "+id)
 	}
-	for _, id := range rollIDs {
-		rep.RollOutcomes = append(rep.RollOutcomes, c.rollOutcome(ctx, id))
+	for _, t := range book.rolls {
+		rep.RollOutcomes = append(rep.RollOutcomes, c.rollOutcome(ctx, t))
 	}
+	rep.RollsCompleted, rep.RollsPaused, rep.RollsResumed, rep.RollsAborted = book.counts()
 
 	rec := load.Stop()
 	seen := probe.stop()
@@ -220,19 +246,10 @@ func fmtRecovery(d time.Duration) string {
 	return fmt.Sprintf("%.2fs", d.Seconds())
 }
 
-// oneFault draws a fault, injects it, holds it, heals it, and measures how
-// long its target takes to be healthy again.
-func (c *Cluster) oneFault(ctx context.Context, rng *rand.Rand, rc RunConfig, start time.Time) FaultRecord {
-	kind := rc.Kinds[rng.IntN(len(rc.Kinds))]
-	target := ""
-	switch kind {
-	case "partition-nats", "kill-nats":
-		target = c.servers[rng.IntN(len(c.servers))].name
-	case "kill-leader":
-	default:
-		target = c.nodes[rng.IntN(len(c.nodes))]
-	}
-	hold := holdTime(kind, rng)
+// oneFault injects a drawn fault, holds it, heals it, and measures how long
+// its target takes to be healthy again (up to faultRecoveryWait).
+func (c *Cluster) oneFault(ctx context.Context, pf plannedFault, start time.Time) FaultRecord {
+	kind, target, hold := pf.kind, pf.target, pf.hold
 	fr := FaultRecord{Kind: kind, Target: target, At: time.Since(start), Recovery: -1}
 	f, err := c.NewFault(kind, target)
 	if err != nil {
@@ -256,7 +273,7 @@ func (c *Cluster) oneFault(ctx context.Context, rng *rand.Rand, rc RunConfig, st
 	}
 	healed := time.Now()
 	fr.Held = healed.Sub(start) - fr.At
-	held, err := c.waitRecovered(ctx, kind, fr.Target, 60*time.Second)
+	held, err := c.waitRecovered(ctx, kind, fr.Target, faultRecoveryWait)
 	if err == nil {
 		fr.Recovery = time.Since(healed)
 		if fr.Recovery > slowRecovery && held != "" {
@@ -271,25 +288,6 @@ func (c *Cluster) oneFault(ctx context.Context, rng *rand.Rand, rc RunConfig, st
 // slowRecovery: a recovery longer than this is reported with what the
 // harness was still waiting on just before it.
 const slowRecovery = 5 * time.Second
-
-// holdTime is how long a fault lasts before it heals: kills are healed
-// (the process started again) after 1 s, as systemd's RestartSec would.
-func holdTime(kind string, rng *rand.Rand) time.Duration {
-	ms := func(lo, hi int) time.Duration { return time.Duration(lo+rng.IntN(hi-lo)) * time.Millisecond }
-	switch kind {
-	case "kill-worker":
-		return 0
-	case "kill-node", "kill-nats", "kill-leader":
-		return time.Second
-	case "stop-worker", "stop-node":
-		return ms(1000, 3000)
-	case "partition-node":
-		return ms(2000, 6000)
-	case "partition-nats":
-		return ms(5000, 8000)
-	}
-	return time.Second
-}
 
 // waitRecovered waits until the fault's target is healthy again: the node
 // for a node fault; every node and a leader for the others.
@@ -343,47 +341,6 @@ func (c *Cluster) unhealthyAny(ctx context.Context) map[string]string {
 		}
 	}
 	return out
-}
-
-// finishRolls waits for the harness's rolls to end (90 s), then aborts any
-// still running, so the end state is quiet; it returns the status of each
-// roll it had to abort.
-func (c *Cluster) finishRolls(ctx context.Context, ids []string) []string {
-	deadline := time.Now().Add(90 * time.Second)
-	for time.Now().Before(deadline) {
-		h, err := c.ClusterHealth(ctx)
-		if err == nil && h.ActiveRolls == 0 {
-			return nil
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	var stuck []string
-	for _, id := range ids {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var st schema.RollStatus
-		err := c.obs().RequestJSON(cctx, schema.ClusterSubject(schema.OpRollStatus), schema.RollIDRequest{RollID: id}, nil, &st)
-		cancel()
-		if err == nil && (st.State == schema.RollRunning || st.State == schema.RollPaused) {
-			b, _ := json.Marshal(st)
-			stuck = append(stuck, string(b))
-		}
-	}
-	for _, id := range ids {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = c.obs().RequestJSON(cctx, schema.ClusterSubject(schema.OpRollAbort), map[string]any{"roll_id": id}, nil, &schema.RollStatus{})
-		cancel()
-	}
-	return stuck
-}
-
-func (c *Cluster) rollOutcome(ctx context.Context, id string) string {
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var st schema.RollStatus
-	if err := c.obs().RequestJSON(cctx, schema.ClusterSubject(schema.OpRollStatus), schema.RollIDRequest{RollID: id}, nil, &st); err != nil {
-		return fmt.Sprintf("%s: status: %v", id, err)
-	}
-	return fmt.Sprintf("%s: %s, %d/%d done, failed %v %s", id, st.State, st.Done, st.Total, st.Failed, st.Message)
 }
 
 func (c *Cluster) checkRecovered(ctx context.Context, lastHeal time.Time, limit time.Duration) Verdict {
