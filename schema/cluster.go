@@ -209,6 +209,16 @@ type ClusterNode struct {
 	Degraded        bool       `json:"degraded"`
 	Quarantined     bool       `json:"quarantined"`
 	Failures        int        `json:"failures"`
+	// From the node's heartbeats: its client sessions and the requests
+	// waiting in its buffer; StartedAt is when its worker started serving
+	// (the node's uptime is counted from it).
+	ActiveConnections int        `json:"active_connections"`
+	BufferedRequests  int        `json:"buffered_requests"`
+	StartedAt         *time.Time `json:"started_at,omitempty"`
+	// From the restart history: the node's last restart and how many it
+	// had in the last 24 hours.
+	LastRestart     *time.Time `json:"last_restart,omitempty"`
+	RestartCount24h int        `json:"restart_count_24h"`
 }
 
 // NodeList is the reply of cluster.nodes.

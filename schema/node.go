@@ -367,6 +367,12 @@ type Heartbeat struct {
 	Load          float64   `json:"load"`
 	ConfigVersion string    `json:"config_version,omitempty"`
 	Timestamp     time.Time `json:"timestamp"`
+	// ActiveConnections: the worker's client sessions; BufferedRequests:
+	// requests waiting in the node's buffer; WorkerStartedAt: when the
+	// serving worker started (zero while none serves).
+	ActiveConnections int        `json:"active_connections"`
+	BufferedRequests  int        `json:"buffered_requests"`
+	WorkerStartedAt   *time.Time `json:"worker_started_at,omitempty"`
 }
 
 // NodeInfo is a node's entry in the ORCH_NODES registry.
