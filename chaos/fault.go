@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/restartcoord/restartcoord/schema"
 )
 
 // Fault is one thing that goes wrong: Inject makes it happen, Heal undoes it
@@ -151,19 +153,40 @@ func (f *procFault) Inject(ctx context.Context) error {
 		c.down[c.serverIndex(f.target)].Store(true)
 		return c.servers[c.serverIndex(f.target)].proc.kill()
 	case "kill-leader":
-		h, err := c.ClusterHealth(ctx)
+		h, err := c.ourLeader(ctx, leaderWait)
 		if err != nil {
-			return fmt.Errorf("chaos: who leads: %w", err)
+			return err
 		}
 		p := c.procs[h.Leader]
-		if p == nil {
-			return fmt.Errorf("chaos: leader %q is not one of ours", h.Leader)
-		}
 		f.leader = h.Leader
 		c.noteTerm(h.Term, h.Leader)
 		return p.kill()
 	}
 	return fmt.Errorf("chaos: unknown fault %q", f.kind)
+}
+
+// leaderWait: a kill-leader drawn while no coordinator leads (the last
+// fault's election still under way) waits this long for one, as the fault
+// is "kill the leader", not "find none" (a 10-minute run drew one 0.8 s
+// after a partition healed, and counted it as never recovered).
+const leaderWait = 20 * time.Second
+
+// ourLeader returns cluster health once it names a leader of ours.
+func (c *Cluster) ourLeader(ctx context.Context, within time.Duration) (schema.ClusterHealth, error) {
+	deadline := time.Now().Add(within)
+	for {
+		h, err := c.ClusterHealth(ctx)
+		if err == nil && c.procs[h.Leader] != nil {
+			return h, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			if err != nil {
+				return h, fmt.Errorf("chaos: who leads: %w", err)
+			}
+			return h, fmt.Errorf("chaos: leader %q is not one of ours (waited %s)", h.Leader, within)
+		}
+		sleep(ctx, 250*time.Millisecond)
+	}
 }
 
 func (f *procFault) Heal(ctx context.Context) error {

@@ -21,7 +21,7 @@ type RunConfig struct {
 	// ClientsPerNode making calls without pause (2), besides one making jobs.
 	ClientsPerNode int
 	// RollEvery: a roll of every node starts this long after the last one
-	// ended (10 s), so the run keeps rolling (roll.go).
+	// ended (3 s), so the run keeps rolling (roll.go).
 	RollEvery time.Duration
 	// FaultEvery is the cadence of faults and FaultGap the least time from
 	// a fault's recovery to the next (DefaultFaultEvery, DefaultFaultGap).
@@ -42,7 +42,7 @@ func (rc *RunConfig) defaults() {
 		rc.ClientsPerNode = 2
 	}
 	if rc.RollEvery == 0 {
-		rc.RollEvery = 10 * time.Second
+		rc.RollEvery = 3 * time.Second
 	}
 	if rc.FaultEvery == 0 {
 		rc.FaultEvery = DefaultFaultEvery
