@@ -149,6 +149,22 @@ func TestNeverHealthyNodeIsQuarantinedAndTheRollPauses(t *testing.T) {
 	if s.Done != 0 || !strings.Contains(s.Message, "n02") {
 		t.Fatalf("paused roll %+v", s)
 	}
+	// A node that stays failed keeps the roll paused (no automatic resume
+	// of a quarantined node) and the pause was alerted, naming the node.
+	if s.PausedReason != schema.PausedNodeFailed && s.PausedReason != schema.PausedQuarantine {
+		t.Fatalf("paused roll: paused_reason %q, want node_failed or quarantine", s.PausedReason)
+	}
+	named := false
+	for _, a := range f.alerts(schema.SeverityWarning, "roll_paused") {
+		named = named || a["node_id"] == "n02"
+	}
+	if !named {
+		t.Fatalf("no roll_paused alert naming n02: %v", f.alerts(schema.SeverityWarning, "roll_paused"))
+	}
+	time.Sleep(time.Second) // several passes: still paused, not resumed by itself
+	if s = f.rollStatus(st.RollID); s.State != schema.RollPaused || s.AutoResumes != 0 {
+		t.Fatalf("roll of a node that stays failed: state %s auto_resumes %d, want paused, 0", s.State, s.AutoResumes)
+	}
 	// Fixed and released by hand, n02 comes back, and the roll resumes to the end.
 	if _, err := kv.Put(ctx, "n02", []byte(`{"config_version":"fixed"}`)); err != nil {
 		t.Fatal(err)
