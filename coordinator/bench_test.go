@@ -553,40 +553,7 @@ func BenchmarkHeartbeatFanIn(b *testing.B) {
 	time.Sleep(idle)
 	coordIdle, bareIdle := cpu(coord)-c0, cpu(bare)-s0
 
-	var published atomic.Uint64
-	nc := f.conn.Conn
-	for p := range publishers {
-		pubWG.Add(1)
-		go func() {
-			defer pubWG.Done()
-			own := nodes / publishers
-			hbs := make([]schema.Heartbeat, own)
-			for i := range hbs {
-				n := p*own + i
-				hbs[i] = schema.Heartbeat{Type: schema.TypeHeartbeat, NodeID: fmt.Sprintf("sim-%04d", n), Group: "default",
-					Priority: n, Phase: schema.PhaseIdle, Healthy: true, PID: 100000 + n, WorkerPID: 200000 + n,
-					Version: "dev", ConfigVersion: "2026-01"}
-			}
-			// Each node once a second, the publisher's nodes spread evenly over it.
-			t := time.NewTicker(time.Second / time.Duration(own))
-			defer t.Stop()
-			for i := 0; ; i = (i + 1) % own {
-				select {
-				case <-pubCtx.Done():
-					return
-				case <-t.C:
-				}
-				hb := &hbs[i]
-				hb.Seq++
-				hb.Load = float64(hb.Seq % 7)
-				hb.Timestamp = time.Now().UTC()
-				data, _ := json.Marshal(hb)
-				if nc.Publish(schema.HeartbeatSubject(hb.NodeID), data) == nil {
-					published.Add(1)
-				}
-			}
-		}()
-	}
+	published := publishHeartbeats(pubCtx, &pubWG, f.conn.Conn, nodes, publishers)
 	time.Sleep(3 * time.Second) // every simulated node known to the coordinator
 	if n := len(f.nodes()); n < nodes {
 		b.Fatalf("the coordinator sees %d nodes, want %d", n, nodes)
@@ -602,7 +569,7 @@ func BenchmarkHeartbeatFanIn(b *testing.B) {
 		c1, s1, p1 := cpu(coord), cpu(bare), published.Load()
 		coordCPU, bareCPU, hbs, wall = coordCPU+c1-c0, bareCPU+s1-s0, hbs+p1-p0, wall+time.Since(t0)
 	}
-	if err := nc.Flush(); err != nil {
+	if err := f.conn.Conn.Flush(); err != nil {
 		b.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -878,4 +845,44 @@ func (f *benchFleet) roll(b *testing.B, nodes, budget int, minHealthy time.Durat
 	}
 	fig.held = float64(held) / float64(fig.wall)
 	return fig
+}
+
+// publishHeartbeats simulates nodes: publishers goroutines (added to wg,
+// ending with ctx) publish the heartbeats of nodes nodes "sim-NNNN", each
+// node once a second, a publisher's nodes spread evenly over the second.
+// It returns the count of heartbeats published.
+func publishHeartbeats(ctx context.Context, wg *sync.WaitGroup, nc *nats.Conn, nodes, publishers int) *atomic.Uint64 {
+	var published atomic.Uint64
+	for p := range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			own := nodes / publishers
+			hbs := make([]schema.Heartbeat, own)
+			for i := range hbs {
+				n := p*own + i
+				hbs[i] = schema.Heartbeat{Type: schema.TypeHeartbeat, NodeID: fmt.Sprintf("sim-%04d", n), Group: "default",
+					Priority: n, Phase: schema.PhaseIdle, Healthy: true, PID: 100000 + n, WorkerPID: 200000 + n,
+					Version: "dev", ConfigVersion: "2026-01"}
+			}
+			t := time.NewTicker(time.Second / time.Duration(own))
+			defer t.Stop()
+			for i := 0; ; i = (i + 1) % own {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				hb := &hbs[i]
+				hb.Seq++
+				hb.Load = float64(hb.Seq % 7)
+				hb.Timestamp = time.Now().UTC()
+				data, _ := json.Marshal(hb)
+				if nc.Publish(schema.HeartbeatSubject(hb.NodeID), data) == nil {
+					published.Add(1)
+				}
+			}
+		}()
+	}
+	return &published
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/schema"
 )
@@ -46,6 +47,11 @@ type Config struct {
 	// leader before NOT_LEADER: longer than a leader change (LeaseTTL plus
 	// a JetStream election), shorter than a caller's request timeout.
 	LeaderWait time.Duration // 15 s
+
+	// Metrics, when set, is where the coordinator registers its series
+	// (docs/METRICS.md): the fleet gauges, computed at scrape time and
+	// emitted only while it leads, and the alerts it raised. Nil: none.
+	Metrics prometheus.Registerer
 }
 
 // DefaultConfig is a coordinator with DESIGN.md's defaults.
@@ -107,6 +113,7 @@ type Coordinator struct {
 	killed   atomic.Bool
 	wg       sync.WaitGroup
 	bg       atomic.Pointer[context.Context] // Run's context, for background retries (nil outside Run)
+	met      *coordMetrics                   // nil without Config.Metrics
 }
 
 // New validates cfg and returns a coordinator ready to Run.
@@ -127,8 +134,13 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	b := NewBreaker()
 	b.CloseAfter = cfg.BreakerCloseAfter
-	return &Coordinator{cfg: cfg, log: log.With("coordinator", cfg.ID), mem: newMembership(), brk: b,
-		inflight: map[string]bool{}, results: map[string]schema.RestartResult{}, kick: make(chan struct{}, 1)}, nil
+	c := &Coordinator{cfg: cfg, log: log.With("coordinator", cfg.ID), mem: newMembership(), brk: b,
+		inflight: map[string]bool{}, results: map[string]schema.RestartResult{}, kick: make(chan struct{}, 1)}
+	var err error
+	if c.met, err = newCoordMetrics(cfg.Metrics, c); err != nil {
+		return nil, fmt.Errorf("coordinator: registering metrics: %w", err)
+	}
+	return c, nil
 }
 
 func sanitize(s string) string {
@@ -216,6 +228,7 @@ func (c *Coordinator) Run(ctx context.Context, ready chan<- struct{}) error {
 		c.brk.restore(b.Reason, at)
 	}
 	c.elect = &election{js: js, id: c.cfg.ID, ttl: c.cfg.LeaseTTL, margin: c.cfg.LeaseMargin, log: c.log}
+	c.met.serving() // after c.state and c.elect: what a scrape reads
 	svc, err := conn.Serve(c.serviceConfig())
 	if err != nil {
 		return err
@@ -372,6 +385,7 @@ func (c *Coordinator) alert(sev schema.Severity, kind, node, msg string, details
 		al["node_id"] = node
 	}
 	c.log.Warn("alert", "severity", sev, "kind", kind, "node", node, "message", msg)
+	c.met.alerted(sev, kind)
 	c.keep("alert "+kind, schema.AlertSubject(sev, kind), "alert-"+id, al)
 }
 

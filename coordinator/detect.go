@@ -19,6 +19,12 @@ const healthConfirm = 200 * time.Millisecond
 // restarted (a node that does not answer can only be waited for).
 func (c *Coordinator) detect(ctx context.Context) {
 	now := time.Now()
+	// Nodes back from failed: recorded so the report ends their downtime.
+	for _, r := range c.mem.takeRecovered() {
+		c.alert(schema.SeverityInfo, AlertNodeRecovered, r.NodeID,
+			fmt.Sprintf("node %s heard again %s after it was declared failed", r.NodeID, r.At.Sub(r.FailedAt).Round(time.Millisecond)),
+			map[string]any{"failed_at": r.FailedAt.UTC(), "recovered_at": r.At.UTC(), "down_seconds": schema.Secs(r.At.Sub(r.FailedAt))})
+	}
 	if c.fleetSilent(now) {
 		return
 	}

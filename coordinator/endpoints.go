@@ -178,8 +178,44 @@ func semver(v string) string {
 
 // --- reads -------------------------------------------------------------------
 
+// recentRestarts reads the restarts of the last 24 hours, for the
+// dashboard's figures. An answer is quick: while JetStream does not answer
+// (an election) they are left out (nil) rather than the answer held up or
+// a part of them shown as the whole.
+func (c *Coordinator) recentRestarts(ctx context.Context) []schema.RestartResult {
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	hist, err := c.history(hctx, historyFilter{since: time.Now().Add(-24 * time.Hour)})
+	if err != nil {
+		return nil
+	}
+	return hist
+}
+
 func (c *Coordinator) clusterNodes(ctx context.Context, group string) []schema.ClusterNode {
+	return c.clusterNodesWith(ctx, group, c.recentRestarts(ctx))
+}
+
+// clusterNodesWith lists the nodes, their restart figures from hist (the
+// last 24 hours of restarts, oldest first).
+func (c *Coordinator) clusterNodesWith(ctx context.Context, group string, hist []schema.RestartResult) []schema.ClusterNode {
 	now := time.Now()
+	type restarts struct {
+		last  time.Time
+		count int
+	}
+	byNode := map[string]*restarts{}
+	for _, r := range hist {
+		x := byNode[r.NodeID]
+		if x == nil {
+			x = &restarts{}
+			byNode[r.NodeID] = x
+		}
+		x.count++
+		if r.CompletedAt.After(x.last) {
+			x.last = r.CompletedAt
+		}
+	}
 	var out []schema.ClusterNode
 	for _, v := range c.mem.snapshot() {
 		if group != "" && v.Info.Group != group {
@@ -192,6 +228,16 @@ func (c *Coordinator) clusterNodes(ctx context.Context, group string) []schema.C
 		if !v.LastHeartbeat.IsZero() {
 			t := v.LastHeartbeat.UTC()
 			n.LastHeartbeat = &t
+			// What the node last said of its clients and buffer; a node
+			// not answering has no current figure, so none is shown.
+			if m.Answering {
+				n.ActiveConnections, n.BufferedRequests = v.Heartbeat.ActiveConnections, v.Heartbeat.BufferedRequests
+				n.StartedAt = v.Heartbeat.WorkerStartedAt
+			}
+		}
+		if x := byNode[n.NodeID]; x != nil {
+			t := x.last.UTC()
+			n.LastRestart, n.RestartCount24h = &t, x.count
 		}
 		if ns, _, err := c.state.getNode(ctx, n.NodeID); err == nil {
 			n.EscalationLevel, n.Degraded, n.Quarantined, n.Failures = ns.Level, ns.Degraded, ns.Quarantined, ns.Failures
@@ -217,7 +263,8 @@ func (c *Coordinator) handleHealth(ctx context.Context, data []byte, _ nats.Head
 	if err := schema.Decode(data, &req); err != nil {
 		return nil, err
 	}
-	nodes := c.clusterNodes(ctx, "")
+	hist := c.recentRestarts(ctx)
+	nodes := c.clusterNodesWith(ctx, "", hist)
 	h := &schema.ClusterHealth{Type: schema.TypeClusterHealth, Timestamp: time.Now().UTC(), Leader: c.elect.leader(ctx),
 		NodesTotal: len(nodes), NodesByPhase: map[string]int{}, UptimeSeconds: schema.Secs(time.Since(c.started))}
 	if ok, term := c.elect.isLeader(); ok {
@@ -227,6 +274,7 @@ func (c *Coordinator) handleHealth(ctx context.Context, data []byte, _ nats.Head
 		if n.Healthy {
 			h.NodesHealthy++
 		}
+		h.ActiveConnections += n.ActiveConnections
 		phase := string(n.Phase)
 		if !n.Answering {
 			phase = "unreachable"
@@ -243,11 +291,6 @@ func (c *Coordinator) handleHealth(ctx context.Context, data []byte, _ nats.Head
 	if b, err := c.state.breaker(ctx); err == nil {
 		h.CircuitBreaker = b
 	}
-	// A health answer is quick: while JetStream does not answer the read
-	// (an election) the count is left out rather than the answer held up.
-	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	hist, _ := c.history(hctx, historyFilter{since: time.Now().Add(-24 * time.Hour)})
-	cancel()
 	h.RestartCount24h = len(hist)
 	if len(hist) > 0 {
 		t := hist[len(hist)-1].CompletedAt

@@ -33,6 +33,34 @@ type membership struct {
 	mu      sync.Mutex
 	nodes   map[string]*NodeView
 	lastAny time.Time // the last heartbeat from any node
+	// recovered: nodes this coordinator had declared failed that were
+	// heard again, for the leader's next pass to record (node_recovered),
+	// so the report can end their downtime.
+	recovered []recovery
+}
+
+// recovery is a node declared failed at FailedAt and heard again at At.
+type recovery struct {
+	NodeID   string
+	FailedAt time.Time
+	At       time.Time
+}
+
+// clearFailed un-fails v on news from it (held: mu).
+func (m *membership) clearFailed(v *NodeView, now time.Time) {
+	if v.Failed && len(m.recovered) < 10000 {
+		m.recovered = append(m.recovered, recovery{NodeID: v.Info.NodeID, FailedAt: v.FailedAt, At: now})
+	}
+	v.Failed = false
+}
+
+// takeRecovered returns and forgets the recoveries seen since the last call.
+func (m *membership) takeRecovered() []recovery {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := m.recovered
+	m.recovered = nil
+	return out
 }
 
 func newMembership() *membership { return &membership{nodes: map[string]*NodeView{}} }
@@ -106,7 +134,8 @@ func (m *membership) heartbeat(msg *nats.Msg) {
 		}
 		v.HealthySince = time.Time{}
 	}
-	v.LastHeartbeat, v.Heartbeat, v.Failed = now, hb, false
+	m.clearFailed(v, now)
+	v.LastHeartbeat, v.Heartbeat = now, hb
 	m.lastAny = now
 }
 
@@ -152,7 +181,8 @@ func (m *membership) observe(id string, h schema.Health) {
 		v.HealthySince = now
 	}
 	v.Heartbeat.Healthy, v.Heartbeat.Phase, v.Heartbeat.WorkerPID = h.Healthy, h.Phase, h.WorkerPID
-	v.LastHeartbeat, v.Failed = now, false
+	m.clearFailed(v, now)
+	v.LastHeartbeat = now
 }
 
 // snapshot copies the views, sorted by id.

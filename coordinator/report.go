@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -72,17 +70,7 @@ func (c *Coordinator) history(ctx context.Context, f historyFilter) ([]schema.Re
 const historyWait = 20 * time.Second
 
 // HistoryEntry is one restart of cluster.history.
-type HistoryEntry struct {
-	RestartID   string        `json:"restart_id"`
-	NodeID      string        `json:"node_id"`
-	Reason      schema.Reason `json:"reason"`
-	Graceful    bool          `json:"graceful"`
-	Success     bool          `json:"success"`
-	Duration    float64       `json:"duration"`
-	StartedAt   time.Time     `json:"started_at"`
-	CompletedAt time.Time     `json:"completed_at"`
-	RollID      string        `json:"roll_id,omitempty"`
-}
+type HistoryEntry = schema.ClusterRestart
 
 func (c *Coordinator) handleHistory(ctx context.Context, data []byte, _ nats.Header) (any, error) {
 	req := HistoryRequest{Limit: 100}
@@ -157,22 +145,33 @@ func (r *ReportRequest) Validate() error {
 }
 
 // Report is the seed's weekly performance analysis, from the history.
+// DowntimeSeconds is the sum over nodes of DowntimeByNode; the downtime
+// SLO holds when every node is within DowntimeBudgetSeconds (5 minutes a
+// month, prorated to the window). The duration SLO is over graceful
+// restarts (GracefulAverageDuration); AverageDuration and P95Duration are
+// over every restart.
 type Report struct {
-	Type                  string             `json:"type"`
-	Period                string             `json:"period"`
-	From                  time.Time          `json:"from"`
-	To                    time.Time          `json:"to"`
-	TotalRestarts         int                `json:"total_restarts"`
-	SuccessRate           float64            `json:"success_rate"`
-	AverageDuration       float64            `json:"average_duration"`
-	P95Duration           float64            `json:"p95_duration"`
-	ReconnectionRate      float64            `json:"reconnection_rate"`
-	StatePreservationRate float64            `json:"state_preservation_rate"`
-	DowntimeSeconds       float64            `json:"downtime_seconds"`
-	ByReason              map[string]int     `json:"by_reason"`
-	ErrorsByType          map[string]int     `json:"errors_by_type"`
-	SLOCompliance         map[string]bool    `json:"slo_compliance"`
-	Targets               map[string]float64 `json:"targets"`
+	Type                    string                   `json:"type"`
+	Period                  string                   `json:"period"`
+	From                    time.Time                `json:"from"`
+	To                      time.Time                `json:"to"`
+	TotalRestarts           int                      `json:"total_restarts"`
+	SuccessRate             float64                  `json:"success_rate"`
+	AverageDuration         float64                  `json:"average_duration"`
+	P95Duration             float64                  `json:"p95_duration"`
+	GracefulRestarts        int                      `json:"graceful_restarts"`
+	GracefulAverageDuration float64                  `json:"graceful_average_duration"`
+	ReconnectionRate        float64                  `json:"reconnection_rate"`
+	Reconnection            ReconnectionKPI          `json:"reconnection"`
+	StatePreservationRate   float64                  `json:"state_preservation_rate"`
+	DowntimeSeconds         float64                  `json:"downtime_seconds"`
+	DowntimeBudgetSeconds   float64                  `json:"downtime_budget_seconds"`
+	DowntimeByNode          map[string]*NodeDowntime `json:"downtime_by_node"`
+	ByReason                map[string]int           `json:"by_reason"`
+	ByType                  map[string]*TypeStats    `json:"by_type"`
+	ErrorsByType            map[string]int           `json:"errors_by_type"`
+	SLOCompliance           map[string]bool          `json:"slo_compliance"`
+	Targets                 map[string]float64       `json:"targets"`
 }
 
 func (c *Coordinator) handleReport(ctx context.Context, data []byte, _ nats.Header) (any, error) {
@@ -181,99 +180,71 @@ func (c *Coordinator) handleReport(ctx context.Context, data []byte, _ nats.Head
 		return nil, err
 	}
 	to := time.Now().UTC()
-	from := to.Add(-schema.Seconds(req.Window))
+	return c.report(ctx, to.Add(-schema.Seconds(req.Window)), to)
+}
+
+// report gathers the facts of [from, to] and computes the report. Restart
+// results, outages and reconnection windows are each one read of a
+// stream; a failed read fails the report rather than understating it.
+func (c *Coordinator) report(ctx context.Context, from, to time.Time) (*Report, error) {
 	all, err := c.history(ctx, historyFilter{since: from})
 	if err != nil {
 		return nil, err
 	}
-	rep := BuildReport(all, from, to)
-	ok, bad := c.reconnections(ctx)
-	rep.ReconnectionRate = 100
-	if ok+bad > 0 {
-		rep.ReconnectionRate = round2(float64(ok) * 100 / float64(ok+bad))
+	f := ReportFacts{From: from, To: to, Restarts: all, Rolls: map[string]bool{}}
+	// Roll ids a caller chose (a short read; without it only "roll-" ids
+	// and the rolling_restart reason mark a roll's restarts).
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if rolls, err := c.state.rolls(rctx); err == nil {
+		for _, r := range rolls {
+			f.Rolls[r.ID] = true
+		}
 	}
-	rep.SLOCompliance["reconnection"] = rep.ReconnectionRate >= 99
-	return rep, nil
+	cancel()
+	// A node declared failed before the window may still be down in it:
+	// its alert is looked for a week further back.
+	var alerts []alertRecord
+	err = c.readSince(ctx, schema.StreamAlerts, []string{schema.AlertSubject(schema.SeverityCritical, AlertHealthCheckFailed),
+		schema.AlertSubject(schema.SeverityInfo, AlertNodeRecovered)}, from.Add(-7*24*time.Hour), func(data []byte) {
+		var a alertRecord
+		if json.Unmarshal(data, &a) == nil && schema.ValidToken(a.NodeID) {
+			alerts = append(alerts, a)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.Outages = outagesFrom(alerts, all, to)
+	if f.Reconnections, err = c.reconnectionOutcomes(ctx, from); err != nil {
+		return nil, err
+	}
+	return BuildReportFrom(f), nil
 }
 
-// BuildReport computes the report from restart results (pure).
-func BuildReport(all []schema.RestartResult, from, to time.Time) *Report {
-	window := to.Sub(from)
-	rep := &Report{Type: "io.restartcoord.v1.report", Period: window.String(), From: from, To: to,
-		ByReason: map[string]int{}, ErrorsByType: map[string]int{}, SLOCompliance: map[string]bool{},
-		SuccessRate: 100, StatePreservationRate: 100, ReconnectionRate: 100}
-	var durations []float64
-	succ, graceful, preserved := 0, 0, 0
-	for _, r := range all {
-		if r.CompletedAt.Before(from) || r.CompletedAt.After(to) {
-			continue
-		}
-		rep.TotalRestarts++
-		rep.ByReason[string(r.Reason)]++
-		durations = append(durations, r.Duration)
-		rep.DowntimeSeconds += r.Duration
-		if r.Success {
-			succ++
-		} else if r.Error != nil {
-			rep.ErrorsByType[string(r.Error.Code)]++
-		} else {
-			rep.ErrorsByType["UNKNOWN"]++
-		}
-		if r.Graceful {
-			graceful++
-			if r.Success && r.State.Preserved && r.State.TasksRestored >= r.State.TasksSaved {
-				preserved++
-			}
-		}
-	}
-	if rep.TotalRestarts > 0 {
-		rep.SuccessRate = round2(float64(succ) * 100 / float64(rep.TotalRestarts))
-		var sum float64
-		for _, d := range durations {
-			sum += d
-		}
-		rep.AverageDuration = round3(sum / float64(len(durations)))
-		slices.Sort(durations)
-		rep.P95Duration = durations[int(math.Ceil(0.95*float64(len(durations))))-1]
-	}
-	if graceful > 0 {
-		rep.StatePreservationRate = round2(float64(preserved) * 100 / float64(graceful))
-	}
-	rep.DowntimeSeconds = round3(rep.DowntimeSeconds)
-	allowed := 300 * window.Hours() / (30 * 24) // 5 min a month, prorated
-	rep.Targets = map[string]float64{"success_rate": 99.5, "duration": 30, "reconnection": 99, "state_preservation": 100,
-		"downtime_seconds": round3(allowed)}
-	rep.SLOCompliance["success_rate"] = rep.SuccessRate >= 99.5
-	rep.SLOCompliance["duration"] = rep.AverageDuration <= 30
-	rep.SLOCompliance["reconnection"] = rep.ReconnectionRate >= 99
-	rep.SLOCompliance["state_preservation"] = rep.StatePreservationRate >= 100
-	rep.SLOCompliance["downtime"] = rep.DowntimeSeconds <= allowed
-	return rep
+// readSince reads the messages of stream on subjects stored since since,
+// oldest first, waiting for JetStream up to historyWait.
+func (c *Coordinator) readSince(ctx context.Context, stream string, subjects []string, since time.Time, fn func([]byte)) error {
+	ctx, cancel := context.WithTimeout(ctx, historyWait)
+	defer cancel()
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since}
+	return bus.ReadAll(ctx, c.bs.JetStream(), stream, cfg, func(m jetstream.Msg) error {
+		fn(m.Data())
+		return nil
+	})
 }
 
-// reconnections sums the nodes' reconnection statistics.
-func (c *Coordinator) reconnections(ctx context.Context) (ok, bad int) {
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, v := range c.mem.snapshot() {
-		wg.Add(1)
-		go func(id string) {
-			defer wg.Done()
-			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			defer cancel()
-			var rt schema.ReconnectTest
-			if c.conn.RequestJSON(rctx, schema.NodeSubject(id, schema.OpReconnectTest), map[string]any{"include_buffer_status": false}, nil, &rt) != nil ||
-				rt.Results.ReconnectionStats == nil {
-				return
-			}
-			mu.Lock()
-			ok += rt.Results.ReconnectionStats.SuccessfulReconnections
-			bad += rt.Results.ReconnectionStats.FailedReconnections
-			mu.Unlock()
-		}(v.Info.NodeID)
-	}
-	wg.Wait()
-	return ok, bad
+// reconnectionOutcomes reads the nodes' closed reconnection windows since
+// since (each node's worker publishes one per restart, 60 s after it is
+// ready, or once every client is back).
+func (c *Coordinator) reconnectionOutcomes(ctx context.Context, since time.Time) ([]schema.ReconnectionOutcome, error) {
+	var out []schema.ReconnectionOutcome
+	err := c.readSince(ctx, schema.StreamEvents, []string{schema.NodeEventSubject("*", schema.EventReconnection)}, since, func(data []byte) {
+		var o schema.ReconnectionOutcome
+		if json.Unmarshal(data, &o) == nil {
+			out = append(out, o)
+		}
+	})
+	return out, err
 }
 
 func round2(f float64) float64 { return math.Round(f*100) / 100 }

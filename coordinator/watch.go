@@ -41,16 +41,11 @@ func (c *Coordinator) slowPasses(ctx context.Context, w *watches) {
 
 func (c *Coordinator) sloAlerts(ctx context.Context, now time.Time) {
 	from := now.Add(-7 * 24 * time.Hour)
-	all, err := c.history(ctx, historyFilter{since: from})
+	rep, err := c.report(ctx, from, now)
 	if err != nil {
 		return
 	}
-	rep := BuildReport(all, from, now)
-	ok, bad := c.reconnections(ctx)
-	if ok+bad > 0 {
-		rep.ReconnectionRate = round2(float64(ok) * 100 / float64(ok+bad))
-		rep.SLOCompliance["reconnection"] = rep.ReconnectionRate >= 99
-	}
+	ok, bad := rep.Reconnection.Reconnected, rep.Reconnection.Failed
 	var failing []string
 	for slo, met := range rep.SLOCompliance {
 		if !met {

@@ -66,11 +66,15 @@ func (s *Supervisor) checkBuffers(ctx context.Context, bw *bufferWatch) {
 		}
 		bw.full[client] = high
 	}
+	s.met.bufferedRequests(total)
 	for client := range bw.full {
 		if depths[client] == 0 {
 			delete(bw.full, client)
 		}
 	}
+	s.mu.Lock()
+	s.buffered = total // the heartbeat's buffered_requests
+	s.mu.Unlock()
 	high := total > NodeBufferWarn
 	if high && !bw.nodeHigh {
 		s.alert(schema.SeverityWarning, "buffer_capacity",

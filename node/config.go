@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/schema"
 )
@@ -43,6 +44,7 @@ type Config struct {
 	ReplyKeep         time.Duration // 15 min: kept replies stay readable at least this long
 	CleanupInterval   time.Duration // 60 s between session cleanups (the seed's cleanup_interval)
 	SessionIdle       time.Duration // 300 s: a session idle this long with nothing buffered expires
+	ReconnectWindow   time.Duration // 60 s (the seed's): a client back later than this after a restart failed to reconnect
 	CrashBackoffStart time.Duration // 50 ms: a first crash is restarted at once
 	CrashBackoffMax   time.Duration // 30 s
 	HealthyReset      time.Duration // 60 s healthy resets the crash backoff
@@ -63,6 +65,13 @@ type Config struct {
 	Args       []string
 
 	Logger *slog.Logger
+
+	// Metrics, when set, is where the supervisor registers its series
+	// (docs/METRICS.md); nil: no metrics, at no cost. The series carry no
+	// node label: wrap the registerer with one
+	// (prometheus.WrapRegistererWith) to serve several nodes from one
+	// registry, as restartcoord dev and restartcoord node do.
+	Metrics prometheus.Registerer `json:"-"`
 }
 
 // DefaultConfig is a node with the contract's defaults.
@@ -74,7 +83,7 @@ func DefaultConfig(nodeID string) Config {
 		WatchdogTimeout: 1500 * time.Millisecond, StartTimeout: 30 * time.Second,
 		SuspendTimeout: 5 * time.Second, SnapshotInterval: 5 * time.Minute, KeepSnapshots: 10,
 		MaxStateSize: 10 << 20, BufferExpiration: 300 * time.Second, ReplyKeep: 15 * time.Minute,
-		CleanupInterval: 60 * time.Second, SessionIdle: 300 * time.Second,
+		CleanupInterval: 60 * time.Second, SessionIdle: 300 * time.Second, ReconnectWindow: schema.ReconnectWindow,
 		CrashBackoffStart: 50 * time.Millisecond, CrashBackoffMax: 30 * time.Second,
 		HealthyReset: 60 * time.Second, LeaseTTL: 10 * time.Second, FastTakeover: true,
 		LogDir: filepath.Join(os.TempDir(), "restartcoord", "logs"),
@@ -96,7 +105,7 @@ func (c *Config) Validate() error {
 	pos := map[string]time.Duration{"heartbeat interval": c.HeartbeatInterval, "watchdog interval": c.WatchdogInterval,
 		"watchdog timeout": c.WatchdogTimeout, "start timeout": c.StartTimeout, "suspend timeout": c.SuspendTimeout,
 		"snapshot interval": c.SnapshotInterval, "buffer expiration": c.BufferExpiration, "reply keep": c.ReplyKeep,
-		"cleanup interval": c.CleanupInterval, "session idle": c.SessionIdle,
+		"cleanup interval": c.CleanupInterval, "session idle": c.SessionIdle, "reconnect window": c.ReconnectWindow,
 		"crash backoff start": c.CrashBackoffStart, "crash backoff max": c.CrashBackoffMax,
 		"healthy reset": c.HealthyReset, "lease ttl": c.LeaseTTL}
 	for name, d := range pos {

@@ -215,7 +215,7 @@ func (s *Supervisor) handlePrepare(ctx context.Context, data []byte, _ nats.Head
 		st = &workerStats{}
 	}
 	if req.CheckActiveTasks {
-		out.Checks.ActiveTasks = &schema.ActiveTasksCheck{Count: st.ActiveTasks, Suspendable: true, Status: "ready"}
+		out.Checks.ActiveTasks = activeTasksCheck(st, fresh, s.cfg.SuspendTimeout, time.Now())
 	}
 	if req.CheckDatabaseState {
 		open := 0
@@ -241,6 +241,10 @@ func (s *Supervisor) handlePrepare(ctx context.Context, data []byte, _ nats.Head
 			c.Status = "not_notifiable"
 		}
 		out.Checks.ClientConnections = c
+	}
+	// Jobs a drain would stop mid-step block: their step would run again.
+	if a := out.Checks.ActiveTasks; a != nil && a.Status == "waiting" {
+		out.BlockingIssues = append(out.BlockingIssues, a.Reason)
 	}
 	out.ReadyForShutdown = len(out.BlockingIssues) == 0
 	return out, nil
@@ -353,12 +357,14 @@ func (s *Supervisor) handleReconnectTest(ctx context.Context, data []byte, _ nat
 		statuses = append(statuses, b.Status)
 	}
 	if req.IncludeReconnectionStats {
-		r := &schema.ReconnectionStats{FailedReconnections: st.FailedReconnects}
-		var secs float64
-		for _, x := range st.Sessions {
-			r.SuccessfulReconnections += x.Reconnects
-			secs += x.ReconnectSeconds
+		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		outcomes, err := s.reconnections(hctx)
+		cancel()
+		if err != nil {
+			return nil, schema.Errorf(schema.CodeInternal, "reading the reconnection history: %v", err)
 		}
+		r := &schema.ReconnectionStats{}
+		secs := sumReconnections(r, outcomes, st.Reconnection)
 		if r.SuccessfulReconnections > 0 {
 			r.AverageReconnectionTime = math.Round(secs/float64(r.SuccessfulReconnections)*1e6) / 1e6
 		}

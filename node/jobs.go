@@ -24,6 +24,36 @@ type jobRunner struct {
 	ctx      context.Context
 	wg       sync.WaitGroup
 	active   map[string]bool
+	// ends: when each job's step in flight ends (shutdown.prepare says
+	// whether a drain would wait for them or abandon them).
+	ends map[string]time.Time
+}
+
+// stepEnds copies when each running job's current step ends.
+func (j *jobRunner) stepEnds() map[string]time.Time {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if len(j.ends) == 0 {
+		return nil
+	}
+	out := make(map[string]time.Time, len(j.ends))
+	for id, t := range j.ends {
+		out[id] = t
+	}
+	return out
+}
+
+func (j *jobRunner) stepStarted(id string, end time.Time) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if end.IsZero() {
+		delete(j.ends, id)
+		return
+	}
+	if j.ends == nil {
+		j.ends = map[string]time.Time{}
+	}
+	j.ends[id] = end
 }
 
 func (j *jobRunner) running() int {
@@ -58,6 +88,7 @@ func (j *jobRunner) run(ctx context.Context, stopping chan struct{}, id string) 
 	defer func() {
 		j.mu.Lock()
 		delete(j.active, id)
+		delete(j.ends, id)
 		j.mu.Unlock()
 	}()
 	st := j.w.st
@@ -78,6 +109,7 @@ func (j *jobRunner) run(ctx context.Context, stopping chan struct{}, id string) 
 		default:
 		}
 		timer := time.NewTimer(dur)
+		j.stepStarted(id, time.Now().Add(dur))
 		select {
 		case <-timer.C:
 		case <-ctx.Done():

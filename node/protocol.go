@@ -48,6 +48,16 @@ type workerEnv struct {
 	CleanupInterval  time.Duration   `json:"cleanup_interval"`
 	SessionIdle      time.Duration   `json:"session_idle"`
 	Version          string          `json:"version"`
+	// ReconnectWindow is how long after this worker is ready a client of
+	// the restart may take to come back (60 s); RestartStartedAt is when the
+	// restart that starts this worker began (zero at a supervisor's first
+	// start), from which the clients it counts are those active in the
+	// window before; ReconnectCarry is the reconnection window of the
+	// previous worker when it ended before its window closed, merged into
+	// this one (see reconnect in sessions.go).
+	ReconnectWindow  time.Duration     `json:"reconnect_window"`
+	RestartStartedAt time.Time         `json:"restart_started_at"`
+	ReconnectCarry   *reconnectReading `json:"reconnect_carry,omitempty"`
 }
 
 // readyInfo is the worker's report once it serves.
@@ -92,25 +102,30 @@ type drainResult struct {
 
 // workerStats is a measured reading of the worker.
 type workerStats struct {
-	PID              int                  `json:"pid"`
-	StartedAt        time.Time            `json:"started_at"`
-	Ready            bool                 `json:"ready"`
-	Maintenance      bool                 `json:"maintenance"`
-	Tasks            int                  `json:"tasks"`
-	ActiveTasks      int                  `json:"active_tasks"`
-	RunningJobs      int                  `json:"running_jobs"`
-	Sessions         []schema.Session     `json:"sessions"`
-	ActiveSessions   int                  `json:"active_sessions"`
-	PendingWrites    int                  `json:"pending_writes"`
-	NATSConnected    bool                 `json:"nats_connected"`
-	ConfigVersion    string               `json:"config_version"`
-	SchemaVersion    int                  `json:"schema_version"`
-	LastSnapshot     *schema.SnapshotInfo `json:"last_snapshot,omitempty"`
-	Backups          int                  `json:"backups"`
-	StateSizeBytes   int64                `json:"state_size_bytes"`
-	FailedReconnects int                  `json:"failed_reconnects"`
-	Expired          int                  `json:"expired"`
-	MeasuredAt       time.Time            `json:"measured_at"`
+	PID            int                  `json:"pid"`
+	StartedAt      time.Time            `json:"started_at"`
+	Ready          bool                 `json:"ready"`
+	Maintenance    bool                 `json:"maintenance"`
+	Tasks          int                  `json:"tasks"`
+	ActiveTasks    int                  `json:"active_tasks"`
+	RunningJobs    int                  `json:"running_jobs"`
+	Sessions       []schema.Session     `json:"sessions"`
+	ActiveSessions int                  `json:"active_sessions"`
+	PendingWrites  int                  `json:"pending_writes"`
+	NATSConnected  bool                 `json:"nats_connected"`
+	ConfigVersion  string               `json:"config_version"`
+	SchemaVersion  int                  `json:"schema_version"`
+	LastSnapshot   *schema.SnapshotInfo `json:"last_snapshot,omitempty"`
+	Backups        int                  `json:"backups"`
+	StateSizeBytes int64                `json:"state_size_bytes"`
+	Expired        int                  `json:"expired"`
+	// Reconnection is the reconnection window of the restart that started
+	// this worker (see reconnect in sessions.go).
+	Reconnection *reconnectReading `json:"reconnection,omitempty"`
+	// StepEnds: for each job running a step, when that step ends; a drain
+	// waits for these (up to SuspendTimeout) before suspending.
+	StepEnds   map[string]time.Time `json:"step_ends,omitempty"`
+	MeasuredAt time.Time            `json:"measured_at"`
 }
 
 func mustJSON(v any) json.RawMessage {

@@ -172,10 +172,7 @@ func (w *worker) decide(r *bus.Request, now time.Time) (outcome, *schema.Journal
 		o.body = replyBody(r.RequestID, nil, e)
 		w.mu.Lock()
 		w.expired++
-		if w.reconnectPending[r.ClientID] {
-			w.failedReconnects++
-			delete(w.reconnectPending, r.ClientID)
-		}
+		w.reconnectExpired(r.ClientID)
 		w.mu.Unlock()
 		return o, &schema.JournalEntry{At: now, RequestID: r.RequestID, ClientID: r.ClientID, Op: "expired", Reply: o.body}
 	}
@@ -212,14 +209,11 @@ func (w *worker) sessionAfter(r *bus.Request, now time.Time) *schema.Session {
 	x.LastActivity = now
 	x.Requests++
 	w.mu.Lock()
-	if w.reconnectPending[r.ClientID] {
-		delete(w.reconnectPending, r.ClientID)
-		from := w.readyAt
-		if r.Published.After(from) {
-			from = r.Published
-		}
+	// The session's own counts keep the reconnections in time only, as
+	// the node's figures do.
+	if secs, inTime := w.reconnectAnswered(r.ClientID, r.Published); inTime {
 		x.Reconnects++
-		x.ReconnectSeconds += max(time.Since(from), 0).Seconds()
+		x.ReconnectSeconds += secs
 	}
 	w.mu.Unlock()
 	return &x

@@ -22,6 +22,10 @@ type restartOp struct {
 	done    chan struct{}
 	// archived is the snapshot the drain wrote (state.restore's archive).
 	archived *schema.SnapshotInfo
+	// phase and phaseAt: the phase it is in and since when (for the
+	// phase duration histogram); held: Supervisor.mu.
+	phase   schema.Phase
+	phaseAt time.Time
 }
 
 // ErrRestartInProgress is the sentinel behind RESTART_IN_PROGRESS.
@@ -77,6 +81,7 @@ func (s *Supervisor) begin(req schema.RestartRequest, fence uint64, restore, tri
 	}
 	op := &restartOp{req: req, restore: restore, trigger: trigger, started: time.Now(), done: make(chan struct{}),
 		expect: s.hist.expectedDuration()}
+	op.phase, op.phaseAt = schema.PhasePreparing, op.started
 	op.res = schema.RestartResult{Type: schema.TypeRestartResult, RestartID: req.RestartID, NodeID: s.cfg.NodeID,
 		Graceful: req.Graceful, PreserveState: req.PreserveState, Timeout: req.Timeout, Reason: req.Reason,
 		StartedAt: op.started.UTC(), Errors: []string{}, FencingToken: fence}
@@ -108,12 +113,17 @@ func isClosed(c chan struct{}) bool {
 
 // setPhase moves the running restart to phase p and publishes the event.
 func (s *Supervisor) setPhase(p schema.Phase, msg string) {
+	now := time.Now()
 	s.mu.Lock()
 	s.phase, s.phaseMsg = p, msg
 	id := ""
 	if s.cur != nil {
 		id = s.cur.res.RestartID
 		s.cur.res.Phase = p
+		if op := s.cur; p != op.phase {
+			s.met.phaseEnded(op.phase, now.Sub(op.phaseAt).Seconds())
+			op.phase, op.phaseAt = p, now
+		}
 	}
 	s.mu.Unlock()
 	_ = s.bs.Publish(schema.NodeEventSubject(s.cfg.NodeID, schema.EventPhase), schema.PhaseEvent{
@@ -305,6 +315,7 @@ func (s *Supervisor) finish(op *restartOp) {
 	}
 	s.setPhase(op.res.Phase, op.res.Message)
 	s.hist.record(s.ctx, s.bs, op.res)
+	s.met.restarted(op)
 	if !op.res.Success {
 		s.alert(schema.SeverityCritical, "restart_failed", op.res.Message, map[string]any{"restart_id": op.res.RestartID, "errors": op.res.Errors})
 	} else if st := op.res.State; st.SnapshotWritten && op.restore == "" && st.TasksRestored < st.TasksSaved {

@@ -40,6 +40,7 @@ type Supervisor struct {
 	svc   *bus.Service
 	nodes jetstream.KeyValue
 	hist  *history
+	met   *nodeMetrics // nil without Config.Metrics
 
 	mu          sync.Mutex
 	worker      *proc
@@ -54,6 +55,7 @@ type Supervisor struct {
 	nodeConfig  NodeConfig
 	stateSchema int
 	hbSeq       uint64
+	buffered    int // requests waiting in the node's buffer, as watchBuffers last counted them
 	crash       *backoff.ExponentialBackOff
 
 	ctx  context.Context // cancelled when Run ends
@@ -86,6 +88,9 @@ func NewSupervisor(cfg Config) (*Supervisor, error) {
 		s.log.Warn("node id lease: cannot record this process for a fast takeover after a crash", "err", err)
 	}
 	s.leaseValue = holder.Marshal()
+	if s.met, err = newNodeMetrics(cfg.Metrics, s); err != nil {
+		return nil, fmt.Errorf("node: registering metrics: %w", err)
+	}
 	s.crash = backoff.NewExponentialBackOff(backoff.WithInitialInterval(cfg.CrashBackoffStart),
 		backoff.WithMaxInterval(cfg.CrashBackoffMax), backoff.WithMaxElapsedTime(0), backoff.WithRandomizationFactor(0.2))
 	return s, nil
@@ -161,6 +166,7 @@ func (s *Supervisor) open(ctx context.Context) error {
 	if err := s.takeNodeID(ctx); err != nil {
 		return err
 	}
+	s.met.lease(true)
 	// Taking the node id can wait out a predecessor's lease and a JetStream
 	// failover; the rest of the start (reads, and a put of the registry
 	// entry) is retried while JetStream recovers, up to StartTimeout.
@@ -430,7 +436,27 @@ func (s *Supervisor) workerEnv(reason schema.Reason, restartID, restore string) 
 		SuspendTimeout: s.cfg.SuspendTimeout, SnapshotInterval: s.cfg.SnapshotInterval,
 		KeepSnapshots: s.cfg.KeepSnapshots, MaxStateSize: s.cfg.MaxStateSize,
 		BufferExpiration: s.cfg.BufferExpiration, ReplyKeep: s.cfg.ReplyKeep, Version: s.cfg.Version,
-		CleanupInterval: s.cfg.CleanupInterval, SessionIdle: s.cfg.SessionIdle}
+		CleanupInterval: s.cfg.CleanupInterval, SessionIdle: s.cfg.SessionIdle,
+		ReconnectWindow: s.cfg.ReconnectWindow, RestartStartedAt: s.restartStartedLocked(),
+		ReconnectCarry: s.reconnectCarryLocked()}
+}
+
+// restartStartedLocked is when the running restart began (zero: none).
+func (s *Supervisor) restartStartedLocked() time.Time {
+	if s.cur == nil {
+		return time.Time{}
+	}
+	return s.cur.started
+}
+
+// reconnectCarryLocked is the last reading of the previous worker's
+// reconnection window when it had not closed: the new worker merges it, so
+// its clients count once (sessions.go).
+func (s *Supervisor) reconnectCarryLocked() *reconnectReading {
+	if s.lastStats == nil || s.lastStats.Reconnection == nil || s.lastStats.Reconnection.Closed {
+		return nil
+	}
+	return s.lastStats.Reconnection
 }
 
 // startFirst starts the node's first worker and waits for it.
@@ -539,6 +565,7 @@ func (s *Supervisor) watchdog(ctx context.Context) {
 			p.mu.Unlock()
 			s.log.Warn("worker not answering the watchdog; killing it", "pid", p.pid, "err", err)
 			p.kill()
+			s.met.watchdogKilled()
 		}
 	}
 }
@@ -556,10 +583,16 @@ func (s *Supervisor) heartbeats(ctx context.Context) {
 		if s.worker != nil {
 			hb.WorkerPID = s.worker.pid
 		}
+		hb.BufferedRequests = s.buffered
+		if s.worker != nil && s.ready.PID == s.worker.pid && !s.readySince.IsZero() {
+			t := s.readySince.UTC()
+			hb.WorkerStartedAt = &t
+		}
 		s.mu.Unlock()
 		hb.Healthy = s.healthy(st)
 		if st != nil {
 			hb.Load, hb.ConfigVersion = float64(st.ActiveTasks), st.ConfigVersion
+			hb.ActiveConnections = st.ActiveSessions
 		}
 		// Not while reconnecting: the client would buffer the heartbeat and
 		// send it late, saying "unhealthy" only because it was disconnected
@@ -599,6 +632,8 @@ func (s *Supervisor) refreshLease(ctx context.Context) {
 		default:
 			s.log.Warn("node id lease refresh failed (retrying)", "err", err)
 		}
+		// Held while valid by this clock: a failed refresh loses nothing yet.
+		s.met.lease(err == nil || time.Now().Before(s.lease.ValidUntil()))
 	}
 }
 
@@ -650,6 +685,7 @@ func (s *Supervisor) loseNodeID(err error) {
 		p.kill()
 	}
 	s.lostErr = err
+	s.met.lease(false)
 	close(s.lost)
 }
 
@@ -708,6 +744,7 @@ func (s *Supervisor) stop(ctx context.Context) error {
 		if err := bus.RetryTransient(ctx, 10*time.Second, nil, func() error { return s.lease.Release(ctx) }); err != nil {
 			errs = append(errs, err)
 		}
+		s.met.lease(false)
 	}
 	s.closeConn()
 	return errors.Join(errs...)
@@ -739,7 +776,11 @@ func (s *Supervisor) readStats(ctx context.Context, timeout time.Duration) (st *
 		cancel()
 		if err == nil {
 			s.mu.Lock()
-			s.lastStats = &got
+			// Readers run at once (heartbeats, endpoints): an older
+			// reading answered late must not replace a newer one.
+			if l := s.lastStats; l == nil || l.PID != got.PID || !got.MeasuredAt.Before(l.MeasuredAt) {
+				s.lastStats = &got
+			}
 			s.mu.Unlock()
 			return &got, true
 		}

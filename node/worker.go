@@ -26,18 +26,18 @@ type worker struct {
 	st        *store
 	startedAt time.Time
 
-	mu               sync.Mutex
-	ready            bool
-	maintenance      bool
-	readyAt          time.Time
-	lastSnap         *schema.SnapshotInfo
-	backups          int
-	reqStop          context.CancelFunc
-	reqDone          chan struct{}
-	reconnectPending map[string]bool // sessions not yet answered since this worker became ready
-	expired          int
-	failedReconnects int
-	drained          chan struct{}
+	mu          sync.Mutex
+	ready       bool
+	maintenance bool
+	readyAt     time.Time
+	lastSnap    *schema.SnapshotInfo
+	backups     int
+	reqStop     context.CancelFunc
+	reqDone     chan struct{}
+	recon       reconnect      // the clients of the restart that started this worker (sessions.go)
+	reconPub    sync.WaitGroup // reconnection outcomes being stored
+	expired     int
+	drained     chan struct{}
 
 	jobs   jobRunner
 	snapMu sync.Mutex // one snapshot at a time
@@ -64,8 +64,7 @@ func RunWorker() int {
 		log.Error("worker: no channel to supervisor", "err", err)
 		return 2
 	}
-	w := &worker{env: env, log: log, ipc: ipc, startedAt: time.Now(), drained: make(chan struct{}),
-		reconnectPending: map[string]bool{}}
+	w := &worker{env: env, log: log, ipc: ipc, startedAt: time.Now(), drained: make(chan struct{})}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- ipc.Serve(ctx, w.handleIPC, nil) }()
 
@@ -183,9 +182,16 @@ func (w *worker) start(ctx context.Context) error {
 		info.JournalReplayed = n
 	}
 	info.TasksRestored, info.SessionsRestored = len(w.st.tasks), len(w.st.sessions)
-	for id := range w.st.sessions {
-		w.reconnectPending[id] = true
+	stored, err := w.carryStored(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the last reconnection outcome: %w", err)
 	}
+	if stored {
+		w.env.ReconnectCarry = nil
+	}
+	w.mu.Lock()
+	w.openReconnect()
+	w.mu.Unlock()
 	// A migrated or rolled-back state becomes the new baseline at once.
 	if info.MigratedFrom != 0 || w.env.RestoreSnapshot != "" {
 		trigger := "migration"
@@ -215,6 +221,7 @@ func (w *worker) start(ctx context.Context) error {
 	now := stateNow()
 	w.mu.Lock()
 	w.ready, w.readyAt = true, now
+	w.closeReconnectIfDone()
 	w.mu.Unlock()
 	w.jobs.startAll(jobs)
 	info.ReadyAt = now
@@ -223,6 +230,7 @@ func (w *worker) start(ctx context.Context) error {
 		Reason: w.env.Reason, Timestamp: now})
 	go w.periodicSnapshots(ctx)
 	go w.cleanupSessions(ctx)
+	go w.reconnectDeadline(ctx)
 	return w.ipc.Event(evReady, info)
 }
 
@@ -376,6 +384,7 @@ func (w *worker) drain(ctx context.Context, req drainRequest) (*drainResult, err
 	// Exit once the answer is on its way.
 	go func() {
 		time.Sleep(20 * time.Millisecond)
+		w.waitReconnectionStored(5 * time.Second)
 		close(w.drained)
 	}()
 	return res, nil
@@ -434,7 +443,10 @@ func (w *worker) stats(ctx context.Context) workerStats {
 	w.mu.Lock()
 	s := workerStats{PID: os.Getpid(), StartedAt: w.startedAt, Ready: w.ready, Maintenance: w.maintenance,
 		ConfigVersion: w.env.Config.ConfigVersion, SchemaVersion: w.env.StateSchema, LastSnapshot: w.lastSnap,
-		Backups: w.backups, Expired: w.expired, FailedReconnects: w.failedReconnects}
+		Backups: w.backups, Expired: w.expired}
+	if w.st != nil {
+		s.Reconnection = w.reconnectReadingLocked()
+	}
 	w.mu.Unlock()
 	if w.conn != nil {
 		s.NATSConnected = w.conn.IsConnected()
@@ -458,6 +470,17 @@ func (w *worker) stats(ctx context.Context) workerStats {
 		s.PendingWrites = int(w.st.pending.Load())
 	}
 	s.RunningJobs = w.jobs.running()
+	if ends := w.jobs.stepEnds(); len(ends) > 0 && w.st != nil {
+		// A step of a task no longer active makes no effect: nothing to wait for.
+		w.st.mu.Lock()
+		for id := range ends {
+			if t, ok := w.st.tasks[id]; !ok || t.Status != schema.TaskActive {
+				delete(ends, id)
+			}
+		}
+		w.st.mu.Unlock()
+		s.StepEnds = ends
+	}
 	if s.LastSnapshot != nil {
 		s.StateSizeBytes = s.LastSnapshot.SizeBytes
 	}

@@ -258,3 +258,16 @@ type EmptyRequest struct{}
 
 // Validate implements Validator.
 func (*EmptyRequest) Validate() error { return nil }
+
+// ClusterRestart is one restart of cluster.history.
+type ClusterRestart struct {
+	RestartID   string    `json:"restart_id"`
+	NodeID      string    `json:"node_id"`
+	Reason      Reason    `json:"reason"`
+	Graceful    bool      `json:"graceful"`
+	Success     bool      `json:"success"`
+	Duration    float64   `json:"duration"`
+	StartedAt   time.Time `json:"started_at"`
+	CompletedAt time.Time `json:"completed_at"`
+	RollID      string    `json:"roll_id,omitempty"`
+}

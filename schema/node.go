@@ -182,7 +182,10 @@ func (*PrepareRequest) Validate() error { return nil }
 type ActiveTasksCheck struct {
 	Count       int    `json:"count"`
 	Suspendable bool   `json:"suspendable"`
-	Status      string `json:"status"`
+	Status      string `json:"status"` // ready, waiting, unknown
+	// Reason says what status rests on: the step a drain would wait for,
+	// or the one it would abandon.
+	Reason string `json:"reason,omitempty"`
 }
 
 // DatabaseReadiness is checks.database of shutdown readiness.

@@ -2,18 +2,23 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/restartcoord/restartcoord/bus"
+	"github.com/restartcoord/restartcoord/internal/metrics"
 	"github.com/restartcoord/restartcoord/node"
 	"github.com/restartcoord/restartcoord/schema"
 )
 
-const nodeUsage = "restartcoord node --id NODE [--group G] [--priority N] [--server URL] [--config FILE] [--log-dir DIR] [--state-schema 1|2] [--no-fast-takeover]"
+const nodeUsage = "restartcoord node --id NODE [--group G] [--priority N] [--server URL] [--config FILE] [--log-dir DIR] [--state-schema 1|2] [--no-fast-takeover] [--metrics-addr ADDR]"
 
 func runNode(ctx context.Context, args []string) error {
 	fs := newFlags("node", nodeUsage)
@@ -30,6 +35,7 @@ func runNode(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "periodic snapshot interval")
 	noFast := fs.Bool("no-fast-takeover", false, "after a crash, wait out the node id lease even when its holder is proven dead on this machine")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9100); empty: none")
 	pos, err := parse(fs, args, nodeUsage)
 	if err != nil {
 		return err
@@ -48,11 +54,51 @@ func runNode(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.Logger = lg
+	var reg *prometheus.Registry
+	if *metricsAddr != "" {
+		// Labelled with the node as restartcoord dev labels each of its
+		// nodes: the series read the same in both.
+		reg = metrics.NewRegistry()
+		cfg.Metrics = prometheus.WrapRegistererWith(prometheus.Labels{"node": cfg.NodeID}, reg)
+	}
 	sup, err := node.NewSupervisor(cfg)
 	if err != nil {
 		return usageErr("%v", err)
 	}
+	if reg != nil {
+		stop, err := serveNodeMetrics(*metricsAddr, reg, lg)
+		if err != nil {
+			return usageErr("--metrics-addr %q: %v", *metricsAddr, err)
+		}
+		defer stop()
+	}
 	return sup.Run(ctx, nil)
+}
+
+// serveNodeMetrics serves reg at http://addr/metrics until stop is called. The
+// address is bound before it returns, so a taken port fails the start.
+func serveNodeMetrics(addr string, reg *prometheus.Registry, lg *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler(reg))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			lg.Error("metrics server stopped", "addr", addr, "err", err)
+		}
+	}()
+	lg.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }
 
 func logger(level string) (*slog.Logger, error) {

@@ -184,10 +184,10 @@ func renderHistory(w io.Writer, rs []coordinator.HistoryEntry, since string) {
 // reads.
 var sloOrder = []struct{ key, name, target string }{
 	{"success_rate", "success rate", ">= %g%%"},
-	{"duration", "restart duration", "<= %gs average"},
+	{"duration", "restart duration", "<= %gs average of graceful restarts"},
 	{"reconnection", "reconnection", ">= %g%% within 60s"},
 	{"state_preservation", "state preservation", ">= %g%% of graceful restarts"},
-	{"downtime", "downtime", "<= %gs in the period (5 min a month, prorated)"},
+	{"downtime", "downtime", "<= %gs in the period for every node (5 min a month, prorated)"},
 }
 
 // sloTargetKey maps an SLO to its key in targets.
@@ -203,21 +203,24 @@ func renderReport(w io.Writer, r *coordinator.Report) {
 	f := &facts{}
 	f.add("total restarts", "%d", r.TotalRestarts)
 	f.add("success rate", "%.2f%%", r.SuccessRate)
-	f.add("average duration", "%s", fmtSecs(r.AverageDuration))
+	f.add("average duration", "%s (graceful restarts: %s over %d)", fmtSecs(r.AverageDuration), fmtSecs(r.GracefulAverageDuration), r.GracefulRestarts)
 	f.add("p95 duration", "%s", fmtSecs(r.P95Duration))
-	f.add("reconnection rate", "%.2f%%", r.ReconnectionRate)
+	f.add("reconnection rate", "%.2f%% (%d of %d clients back within 60s, over %d restarts)", r.ReconnectionRate,
+		r.Reconnection.Reconnected, r.Reconnection.Clients, r.Reconnection.Restarts)
 	f.add("state preservation", "%.2f%%", r.StatePreservationRate)
-	f.add("downtime", "%s", fmtSecs(r.DowntimeSeconds))
+	f.add("downtime", "%s in all; per node at most %s", fmtSecs(r.DowntimeSeconds), fmtSecs(r.DowntimeBudgetSeconds))
 	f.add("by reason", "%s", fmtCounts(r.ByReason))
 	f.add("errors by type", "%s", fmtCounts(r.ErrorsByType))
 	f.write(w, "  ")
+	renderByType(w, r)
+	renderDowntimeByNode(w, r)
 
 	met := 0
 	var rows [][]string
 	actual := map[string]string{
-		"success_rate": fmt.Sprintf("%.2f%%", r.SuccessRate), "duration": fmtSecs(r.AverageDuration),
+		"success_rate": fmt.Sprintf("%.2f%%", r.SuccessRate), "duration": fmtSecs(r.GracefulAverageDuration),
 		"reconnection": fmt.Sprintf("%.2f%%", r.ReconnectionRate), "state_preservation": fmt.Sprintf("%.2f%%", r.StatePreservationRate),
-		"downtime": fmtSecs(r.DowntimeSeconds),
+		"downtime": worstDowntime(r),
 	}
 	seen := map[string]bool{}
 	row := func(key, name, target string) {
@@ -247,6 +250,63 @@ func renderReport(w io.Writer, r *coordinator.Report) {
 	}
 	fmt.Fprintf(w, "SLO compliance: %d/%d met\n", met, len(r.SLOCompliance))
 	table(w, "  ", []string{"SLO", "TARGET", "ACTUAL", "RESULT"}, rows)
+}
+
+// restartTypeOrder is the order of the report's restart types.
+var restartTypeOrder = []string{coordinator.TypeGraceful, coordinator.TypeEmergency, coordinator.TypeCrashRecovery, coordinator.TypeRolling}
+
+// renderByType prints success and error rates per restart type.
+func renderByType(w io.Writer, r *coordinator.Report) {
+	if len(r.ByType) == 0 {
+		return // a coordinator older than by_type
+	}
+	var rows [][]string
+	for _, k := range restartTypeOrder {
+		ts := r.ByType[k]
+		if ts == nil {
+			continue
+		}
+		success, errRate := "-", "-" // no restart of the type: no rate
+		if ts.Total > 0 {
+			success, errRate = fmt.Sprintf("%.2f%%", ts.SuccessRate), fmt.Sprintf("%.2f%%", ts.ErrorRate)
+		}
+		rows = append(rows, []string{strings.ReplaceAll(k, "_", " "), strconv.Itoa(ts.Total), strconv.Itoa(ts.Succeeded),
+			strconv.Itoa(ts.Failed), success, errRate, fmtCounts(ts.ErrorsByType)})
+	}
+	fmt.Fprintln(w, "by restart type:")
+	table(w, "  ", []string{"TYPE", "TOTAL", "OK", "FAILED", "SUCCESS", "ERROR", "ERRORS"}, rows)
+}
+
+// renderDowntimeByNode prints the nodes that had downtime in the period.
+func renderDowntimeByNode(w io.Writer, r *coordinator.Report) {
+	if len(r.DowntimeByNode) == 0 {
+		return
+	}
+	var rows [][]string
+	for _, n := range slices.Sorted(maps.Keys(r.DowntimeByNode)) {
+		d := r.DowntimeByNode[n]
+		verdict := "within"
+		if !d.WithinBudget {
+			verdict = "OVER"
+		}
+		rows = append(rows, []string{n, fmtSecs(d.Seconds), fmtSecs(d.RestartSeconds), fmtSecs(d.FailedSeconds), verdict})
+	}
+	fmt.Fprintf(w, "downtime by node (budget %s each):\n", fmtSecs(r.DowntimeBudgetSeconds))
+	table(w, "  ", []string{"NODE", "DOWNTIME", "RESTARTS", "DECLARED_FAILED", "BUDGET"}, rows)
+}
+
+// worstDowntime is the downtime SLO's actual: the node with the most.
+func worstDowntime(r *coordinator.Report) string {
+	worst, secs := "", -1.0
+	for _, n := range slices.Sorted(maps.Keys(r.DowntimeByNode)) {
+		if d := r.DowntimeByNode[n]; d.Seconds > secs {
+			worst, secs = n, d.Seconds
+		}
+	}
+	if worst == "" {
+		return fmtSecs(r.DowntimeSeconds)
+	}
+	return fmt.Sprintf("%s (%s)", fmtSecs(secs), worst)
 }
 
 // fmtPeriod prints the report's window readably (7d, 24h, 90m).
