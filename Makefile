@@ -49,9 +49,10 @@ test-short:
 
 # Figures and machine in docs/BENCHMARKS.md and docs/benchmarks-clients-coordinator.md.
 bench: build
-	$(GO) test ./node -run '^$$' -bench '^Benchmark(GracefulRestart10k|EmergencyRestart10k|RestartFloor|WholeNodeCrashToHealthy)$$' -benchtime 10x -timeout 30m
+	$(GO) test ./node -run '^$$' -bench '^Benchmark(GracefulRestart10k|EmergencyRestart10k|RestartFloor|WholeNodeCrashToHealthy|MetricsGracefulRestart10k)$$' -benchtime 10x -timeout 30m
 	$(GO) test ./node -run '^$$' -bench 'ClientDo|DuringRestart|FullBuffer' -benchtime 3x -timeout 30m
 	$(GO) test ./coordinator -run '^$$' -bench . -benchtime 3x -timeout 30m
+	$(GO) test ./dashboard -run '^$$' -bench '^BenchmarkDashboard1000Nodes$$' -benchtime 200x -timeout 10m
 
 fuzz:
 	for f in $$($(GO) test -list 'Fuzz.*' ./schema | grep ^Fuzz); do \

@@ -124,9 +124,11 @@ func startCluster(t testing.TB, ctx context.Context) *Cluster {
 	c.NodesStartedAt = time.Now()
 	services := append(append([]string{}, Coordinators...), Nodes...)
 	c.parallel(ctx, services, func(name string) []testcontainers.ContainerCustomizer {
-		cmd := []string{"coordinator", "--id", name}
+		// As deploy/compose.yaml runs them: the dashboard and /metrics on
+		// the coordinators, /metrics on the nodes.
+		cmd := []string{"coordinator", "--id", name, "--http", ":8080"}
 		if strings.HasPrefix(name, "node-") {
-			cmd = []string{"node", "--id", name, "--priority", strings.TrimPrefix(name, "node-")}
+			cmd = []string{"node", "--id", name, "--priority", strings.TrimPrefix(name, "node-"), "--metrics-addr", ":9100"}
 		}
 		return []testcontainers.ContainerCustomizer{
 			testcontainers.WithCmd(cmd...),

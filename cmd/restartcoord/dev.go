@@ -5,16 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/coordinator"
+	"github.com/restartcoord/restartcoord/internal/metrics"
 	"github.com/restartcoord/restartcoord/node"
 )
 
-const devUsage = "restartcoord dev [--nodes 3] [--nats-port 4222] [--data DIR] [--log-level info]"
+const devUsage = "restartcoord dev [--nodes 3] [--nats-port 4222] [--data DIR] [--http ADDR] [--log-level info]"
 
 func runDev(ctx context.Context, args []string) error {
 	fs := newFlags("dev", devUsage)
@@ -22,6 +28,7 @@ func runDev(ctx context.Context, args []string) error {
 	port := fs.Int("nats-port", 4222, "NATS client port on 127.0.0.1 (0 picks a free one)")
 	data := fs.String("data", ".restartcoord-dev", "data directory (JetStream store and worker logs); reuse it to keep state")
 	level := fs.String("log-level", "warn", "debug, info, warn or error")
+	httpAddr := fs.String("http", "", "serve the dashboard at / and the metrics of every node and the coordinator at /metrics on HOST:PORT (e.g. 127.0.0.1:8080)")
 	pos, err := parse(fs, args, devUsage)
 	if err != nil {
 		return err
@@ -43,6 +50,17 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// One registry for everything dev runs: each node's series carry a
+	// node label, so the supervisors' identical names do not collide.
+	var ln net.Listener
+	var reg *prometheus.Registry
+	if *httpAddr != "" {
+		if ln, err = listenHTTP(*httpAddr); err != nil {
+			return err
+		}
+		defer ln.Close()
+		reg = metrics.NewRegistry()
+	}
 	srv, err := embeddedNATS(ctx, dir, *port, nil)
 	if err != nil {
 		return err
@@ -52,7 +70,7 @@ func runDev(ctx context.Context, args []string) error {
 
 	runCtx, stopNodes := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	errc := make(chan error, *nodes+1)
+	errc := make(chan error, *nodes+3)
 	readies := make([]chan struct{}, *nodes)
 	for i := range *nodes {
 		cfg := node.DefaultConfig(fmt.Sprintf("node-%d", i+1))
@@ -61,6 +79,9 @@ func runDev(ctx context.Context, args []string) error {
 		cfg.LogDir = filepath.Join(dir, "logs")
 		cfg.Priority = i
 		cfg.Logger = lg
+		if reg != nil {
+			cfg.Metrics = prometheus.WrapRegistererWith(prometheus.Labels{"node": cfg.NodeID}, reg)
+		}
 		sup, err := node.NewSupervisor(cfg)
 		if err != nil {
 			stopNodes()
@@ -77,6 +98,9 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	ccfg := coordinator.DefaultConfig()
 	ccfg.ID, ccfg.NATS.URL, ccfg.Version, ccfg.Logger = "coord-dev", url, version, lg
+	if reg != nil {
+		ccfg.Metrics = reg
+	}
 	co, err := coordinator.New(ccfg)
 	if err != nil {
 		stopNodes()
@@ -89,15 +113,41 @@ func runDev(ctx context.Context, args []string) error {
 			errc <- fmt.Errorf("coordinator: %w", err)
 		}
 	}()
+	// The web server and dashboard stop first at Ctrl-C (webCtx), so the
+	// page's event streams end before the nodes drain.
+	webCtx, stopWeb := context.WithCancel(runCtx)
+	defer stopWeb()
+	var webWG sync.WaitGroup
+	if ln != nil {
+		var dash atomic.Pointer[http.Handler]
+		mux := webMux(reg, &dash)
+		webWG.Add(2)
+		go func() {
+			defer webWG.Done()
+			if err := serveHTTP(webCtx, ln, mux); err != nil {
+				errc <- fmt.Errorf("http: %w", err)
+			}
+		}()
+		go func() {
+			defer webWG.Done()
+			if err := runDashboard(webCtx, bus.ConnOptions{URL: url, Name: "restartcoord-dashboard"}, lg, func(h http.Handler) { dash.Store(&h) }); err != nil {
+				errc <- fmt.Errorf("dashboard: %w", err)
+			}
+		}()
+	}
 	started := time.Now()
 	for i, r := range readies {
 		select {
 		case <-r:
 		case err := <-errc:
+			stopWeb()
+			webWG.Wait()
 			stopNodes()
 			wg.Wait()
 			return err
 		case <-ctx.Done():
+			stopWeb()
+			webWG.Wait()
 			stopNodes()
 			wg.Wait()
 			return nil
@@ -118,12 +168,17 @@ func runDev(ctx context.Context, args []string) error {
 worker logs: %s
 Ctrl-C stops the nodes (each drains and snapshots) and the server.
 `, url, *nodes, time.Since(started).Seconds(), dir, url, filepath.Join(dir, "logs"))
+	if ln != nil {
+		fmt.Printf("\ndashboard: %s\nmetrics:   %s\n", webURL(ln, "/"), webURL(ln, "/metrics"))
+	}
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
 		fmt.Fprintln(os.Stderr, "restartcoord dev:", err)
 	}
 	fmt.Println("\nstopping: draining nodes...")
+	stopWeb()
+	webWG.Wait()
 	stopNodes()
 	wg.Wait()
 	close(errc)
