@@ -337,6 +337,19 @@ func (s *Store) PublishDurable(ctx context.Context, subj string, v any) error {
 	return err
 }
 
+// PublishDurableOnce is PublishDurable under an idempotency key: within the
+// stream's duplicate window (2 min by default) a second publish with the
+// same msgID, a retry whose first try landed unacknowledged or the same
+// effect made again, is acknowledged as a duplicate and not stored.
+func (s *Store) PublishDurableOnce(ctx context.Context, subj, msgID string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = s.js.Publish(ctx, subj, data, jetstream.WithMsgID(msgID))
+	return err
+}
+
 // Keep publishes v as JSON to a stream subject under msgID and waits for the
 // stream's acknowledgement, trying again with backoff (100 ms growing to
 // 2 s, each try bounded by keepTry) while it gets none, until ctx ends: a

@@ -464,3 +464,27 @@ func TestReadAllEndsWhenItsConnectionCloses(t *testing.T) {
 		t.Fatal("a read whose connection closed did not return")
 	}
 }
+
+// TestPublishDurableOnceStoresAnEffectOnce: the same idempotency key twice
+// (a retry of a try that landed, or the effect made again) is stored once;
+// another key is stored.
+func TestPublishDurableOnceStoresAnEffectOnce(t *testing.T) {
+	st := newStore(t, true)
+	ctx := testCtx(t, 30*time.Second)
+	subj := schema.NodeEventSubject("n1", schema.EventJobStep)
+	for i, key := range []string{"n1:jobstep:t1:1", "n1:jobstep:t1:1", "n1:jobstep:t1:2"} {
+		if err := st.PublishDurableOnce(ctx, subj, key, map[string]int{"try": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	if err := st.ReadSubject(ctx, schema.StreamEvents, subj, func(data []byte) error {
+		got = append(got, string(data))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{`{"try":0}`, `{"try":2}`}; !slices.Equal(got, want) {
+		t.Fatalf("stored %v, want %v", got, want)
+	}
+}

@@ -131,8 +131,13 @@ func (j *jobRunner) step(id string, n int) error {
 	now := stateNow()
 	ev := map[string]any{"type": schema.TypeJobStep, "node_id": w.env.NodeID, "task_id": id, "step": n,
 		"pid": os.Getpid(), "timestamp": now}
+	// The effect's idempotency key is its node, task and step: a try that
+	// landed unacknowledged and is tried again, or the step run again in
+	// this worker after its effect timed out (the job resumes when a drain
+	// is undone; found by a 10-minute chaos run), is stored once.
+	key := fmt.Sprintf("%s:jobstep:%s:%d", w.env.NodeID, id, n)
 	if err := retryJournal(ctx, func() error {
-		return w.bs.PublishDurable(ctx, schema.NodeEventSubject(w.env.NodeID, schema.EventJobStep), ev)
+		return w.bs.PublishDurableOnce(ctx, schema.NodeEventSubject(w.env.NodeID, schema.EventJobStep), key, ev)
 	}); err != nil {
 		return fmt.Errorf("job step effect: %w", err)
 	}

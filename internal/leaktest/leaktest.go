@@ -14,5 +14,10 @@ func Options() []goleak.Option {
 		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
 		goleak.IgnoreAnyFunction("time.Sleep"),
 		goleak.IgnoreTopFunction("github.com/restartcoord/restartcoord/node.startLocked.func1.1"),
+		// nats.go v1.55 starts this for an async publish and may leave it
+		// on a nil channel for ever when the connection's status channel is
+		// cleared before it reads it (a race in nats.go, seen once in a CI
+		// rehearsal after bus's PublishAsync test): nats.go's, not ours.
+		goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"),
 	}
 }
