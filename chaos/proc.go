@@ -109,15 +109,6 @@ func (p *proc) pid() int {
 	return p.cmd.Process.Pid
 }
 
-// signal sends sig to the running process.
-func (p *proc) signal(sig syscall.Signal) error {
-	pid := p.pid()
-	if pid == 0 {
-		return fmt.Errorf("chaos: %s is not running", p.name)
-	}
-	return syscall.Kill(pid, sig)
-}
-
 // kill SIGKILLs the process and waits for it to be gone.
 func (p *proc) kill() error {
 	p.mu.Lock()

@@ -62,7 +62,6 @@ type rollTrack struct {
 	resumesSeen int       // paused, then running again: the harness never resumes, so automatic
 	autoResumes int       // the coordinator's count (auto_resumes)
 	abortAsked  bool      // the harness aborted it (paused too long, or still going at the end)
-	final       schema.RollStatus
 }
 
 // note records a status of the roll seen at now.
