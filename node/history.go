@@ -47,7 +47,14 @@ func (h *history) record(ctx context.Context, bs *bus.Store, r schema.RestartRes
 	_ = retryJournal(rctx, func() error {
 		actx, c := context.WithTimeout(rctx, 5*time.Second)
 		defer c()
-		return bs.PublishDurable(actx, schema.NodeEventSubject(h.nodeID, schema.EventRestartResult), r)
+		// Keyed by the restart id (each restart has its own; a repeated id
+		// returns the recorded result, never a new one): a try that landed
+		// unacknowledged and is tried again stores the result once.
+		subj := schema.NodeEventSubject(h.nodeID, schema.EventRestartResult)
+		if r.RestartID == "" {
+			return bs.PublishDurable(actx, subj, r)
+		}
+		return bs.PublishDurableOnce(actx, subj, h.nodeID+":result:"+r.RestartID, r)
 	})
 }
 
