@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/schema"
@@ -129,4 +131,46 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("log dir must be set"))
 	}
 	return errors.Join(errs...)
+}
+
+// loadNodeConfig reads the node's configuration: ORCH_CONFIG key <node_id>,
+// else group.<group>, else the config file, else version "0".
+// It reads at the bucket's leader: a configuration update's restart comes
+// right after the operator's write, which a lagging replica may not hold.
+func (s *Supervisor) loadNodeConfig(ctx context.Context) (NodeConfig, error) {
+	for _, key := range []string{s.cfg.NodeID, "group." + s.cfg.Group} {
+		v, _, err := bus.KVGet(ctx, s.bs.JetStream(), schema.BucketConfig, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return NodeConfig{}, err
+		}
+		return ParseNodeConfig(v)
+	}
+	if s.cfg.ConfigFile != "" {
+		data, err := os.ReadFile(s.cfg.ConfigFile)
+		if err != nil {
+			return NodeConfig{}, fmt.Errorf("node: config file: %w", err)
+		}
+		return ParseNodeConfig(data)
+	}
+	return NodeConfig{ConfigVersion: "0"}, nil
+}
+
+// ParseNodeConfig decodes a node configuration strictly.
+func ParseNodeConfig(data []byte) (NodeConfig, error) {
+	var c NodeConfig
+	if err := schema.Decode(data, &c); err != nil {
+		return NodeConfig{}, fmt.Errorf("node: configuration: %w", err)
+	}
+	return c, nil
+}
+
+// Validate implements schema.Validator.
+func (c *NodeConfig) Validate() error {
+	if c.ConfigVersion == "" || len(c.ConfigVersion) > 64 {
+		return schema.Invalid("config_version", "config_version must be 1..64 characters")
+	}
+	return nil
 }
