@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -116,14 +117,33 @@ func testContainerFaults(t *testing.T, ctx context.Context, c *Cluster) {
 		return allHealthy(l)
 	})
 	heal(ps)
+	// Connected again (its host port may have changed), nats-2 must form its
+	// routes again and catch its streams up before a client that lands on it
+	// can reach the nodes and the task journal: wait for both through it alone.
+	only := c.ServerURL(ctx, "nats-2")
+	if only == "" {
+		t.Fatal("nats-2 has no published client port after it was connected again")
+	}
+	js := jetStreamAt(t, ctx, only, "integration-faults")
+	took = eventually(t, 90*time.Second, "every stream current after nats-2 came back", func() error { return streamsCurrent(ctx, js) })
+	t.Logf("nats-2 back: every stream current %s after the network came back", took.Round(time.Millisecond))
+	eventually(t, 60*time.Second, "every node healthy through nats-2 alone", func() error { return c.allHealthyAt(ctx, only) })
 	c.waitAllHealthy(t, ctx, 60*time.Second)
 
-	// The tasks it held are all there, unchanged.
+	// The tasks it held are all there, unchanged. A read may still meet a
+	// stream leader moving: each is tried again, and each failure logged.
 	for _, want := range tasks {
-		got, err := c.taskGet(ctx, c.NATSURL(), victim, clientID, want.TaskID)
-		if err != nil {
-			t.Fatalf("task %s after the faults: %v", want.TaskID, err)
-		}
+		var got schema.Task
+		attempts := 0
+		eventually(t, 60*time.Second, "task "+want.TaskID+" after the faults", func() error {
+			attempts++
+			r := c.RCAt(ctx, c.NATSURL(), 40*time.Second, "task", "get", victim, want.TaskID, "--client", clientID, "--json")
+			var err error
+			if got, err = decodeOut[schema.Task](r); err != nil {
+				t.Logf("task get %s, attempt %d: exit %d: %s", want.TaskID, attempts, r.code, bytes.TrimSpace(r.stderr))
+			}
+			return err
+		})
 		if !got.Equal(&want) {
 			t.Fatalf("task %s changed: %+v, want %+v", want.TaskID, got, want)
 		}
