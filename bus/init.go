@@ -128,7 +128,8 @@ func Init(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) error {
 			return fmt.Errorf("bus: init object store %s: %w", oc.Bucket, err)
 		}
 	}
-	return nil
+	_, err := AlertsConsumer(ctx, js)
+	return err
 }
 
 // ErrStoreMissing is returned by Check when a stream, bucket or object store

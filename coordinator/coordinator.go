@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/restartcoord/restartcoord/alerting"
 	"github.com/restartcoord/restartcoord/bus"
 	"github.com/restartcoord/restartcoord/schema"
 )
@@ -47,6 +49,16 @@ type Config struct {
 	// leader before NOT_LEADER: longer than a leader change (LeaseTTL plus
 	// a JetStream election), shorter than a caller's request timeout.
 	LeaderWait time.Duration // 15 s
+
+	// Alerts is the alert delivery configuration from flags (--alerts-config
+	// or --alert-webhook); one set with `restartcoord alerts config set`
+	// (kept in ORCH_COORD) takes precedence. Nil and none stored: alerts
+	// are kept in ORCH_ALERTS and delivered to nobody. AlertsText is the
+	// text it was read from, shown by `alerts config get`.
+	Alerts     *alerting.Config
+	AlertsText string
+	// AlertsHTTP is the client receivers use (nil: one with a 10 s timeout).
+	AlertsHTTP *http.Client
 
 	// Metrics, when set, is where the coordinator registers its series
 	// (docs/METRICS.md): the fleet gauges, computed at scrape time and
@@ -114,6 +126,7 @@ type Coordinator struct {
 	wg       sync.WaitGroup
 	bg       atomic.Pointer[context.Context] // Run's context, for background retries (nil outside Run)
 	met      *coordMetrics                   // nil without Config.Metrics
+	dl       *delivery                       // alert delivery, while leading
 }
 
 // New validates cfg and returns a coordinator ready to Run.
@@ -136,6 +149,7 @@ func New(cfg Config) (*Coordinator, error) {
 	b.CloseAfter = cfg.BreakerCloseAfter
 	c := &Coordinator{cfg: cfg, log: log.With("coordinator", cfg.ID), mem: newMembership(), brk: b,
 		inflight: map[string]bool{}, results: map[string]schema.RestartResult{}, kick: make(chan struct{}, 1)}
+	c.dl = newDelivery(c)
 	var err error
 	if c.met, err = newCoordMetrics(cfg.Metrics, c); err != nil {
 		return nil, fmt.Errorf("coordinator: registering metrics: %w", err)
@@ -238,7 +252,11 @@ func (c *Coordinator) Run(ctx context.Context, ready chan<- struct{}) error {
 		_ = svc.Stop()
 		return err
 	}
-	c.wg.Add(2)
+	c.wg.Add(3)
+	go func() {
+		defer c.wg.Done()
+		c.dl.run(runCtx)
+	}()
 	go func() {
 		defer c.wg.Done()
 		c.elect.run(runCtx, func(leader bool, term uint64) {
@@ -376,17 +394,31 @@ func (c *Coordinator) restart(ctx context.Context, node string, req schema.Resta
 	return res, err
 }
 
-// alert publishes an alert and keeps it in ORCH_ALERTS.
+// alert publishes a firing alert and keeps it in ORCH_ALERTS.
 func (c *Coordinator) alert(sev schema.Severity, kind, node, msg string, details map[string]any) {
-	id := uuid.NewString()
-	al := map[string]any{"type": schema.TypeAlert, "alert_id": id, "severity": sev, "kind": kind,
-		"message": msg, "details": details, "timestamp": time.Now().UTC(), "source": c.cfg.ID}
-	if node != "" {
-		al["node_id"] = node
+	c.publishAlert(schema.Alert{Severity: sev, Kind: kind, Status: schema.AlertStatusFiring, NodeID: node,
+		Message: msg, Details: details})
+}
+
+// resolve publishes that the condition of kind on node (empty: the cluster)
+// has cleared, at the kind's severity, so a receiver closes what it opened.
+func (c *Coordinator) resolve(kind, node, msg string, details map[string]any) {
+	c.publishAlert(schema.Alert{Severity: schema.AlertKinds[kind], Kind: kind, Status: schema.AlertStatusResolved,
+		NodeID: node, Message: msg, Details: details})
+}
+
+func (c *Coordinator) publishAlert(a schema.Alert) {
+	a.Type, a.AlertID, a.Timestamp, a.Source = schema.TypeAlert, uuid.NewString(), time.Now().UTC(), c.cfg.ID
+	if a.RollID == "" && a.NodeID == "" {
+		if id, ok := a.Details["roll_id"].(string); ok {
+			a.RollID = id
+		}
 	}
-	c.log.Warn("alert", "severity", sev, "kind", kind, "node", node, "message", msg)
-	c.met.alerted(sev, kind)
-	c.keep("alert "+kind, schema.AlertSubject(sev, kind), "alert-"+id, al)
+	c.log.Warn("alert", "severity", a.Severity, "kind", a.Kind, "status", a.Status, "node", a.NodeID, "message", a.Message)
+	if a.Firing() {
+		c.met.alerted(a.Severity, a.Kind)
+	}
+	c.keep("alert "+a.Kind, schema.AlertSubject(a.Severity, a.Kind), "alert-"+a.AlertID, a)
 }
 
 // event publishes a roll event and keeps it in ORCH_EVENTS.

@@ -18,14 +18,20 @@ type action func(ctx context.Context, data []byte, subject string, term uint64) 
 
 func (c *Coordinator) actions() map[string]action {
 	return map[string]action{
-		schema.OpRollStart:    c.doRollStart,
-		schema.OpRollPause:    c.doRollState(schema.RollPaused),
-		schema.OpRollResume:   c.doRollState(schema.RollRunning),
-		schema.OpRollAbort:    c.doRollState(schema.RollAborted),
-		schema.OpBreakerReset: c.doBreakerReset,
-		"node.release":        c.doNodeOp("release"),
-		"node.quarantine":     c.doNodeOp("quarantine"),
-		"node.forget":         c.doNodeOp("forget"),
+		schema.OpRollStart:       c.doRollStart,
+		schema.OpRollPause:       c.doRollState(schema.RollPaused),
+		schema.OpRollResume:      c.doRollState(schema.RollRunning),
+		schema.OpRollAbort:       c.doRollState(schema.RollAborted),
+		schema.OpBreakerReset:    c.doBreakerReset,
+		"node.release":           c.doNodeOp("release"),
+		"node.quarantine":        c.doNodeOp("quarantine"),
+		"node.forget":            c.doNodeOp("forget"),
+		schema.OpAlerts:          c.doAlerts,
+		schema.OpAlertsSilence:   c.doSilence,
+		schema.OpAlertsUnsilence: c.doUnsilence,
+		schema.OpAlertsTest:      c.doAlertsTest,
+		schema.OpAlertsConfigSet: c.doAlertsConfigSet,
+		schema.OpAlertsConfigGet: c.doAlertsConfigGet,
 	}
 }
 
@@ -60,6 +66,12 @@ func (c *Coordinator) serviceConfig() bus.ServiceConfig {
 			ep("node_release", schema.ClusterNodeSubject("*", "release"), leaderOnly("node.release")),
 			ep("node_quarantine", schema.ClusterNodeSubject("*", "quarantine"), leaderOnly("node.quarantine")),
 			ep("node_forget", schema.ClusterNodeSubject("*", "forget"), leaderOnly("node.forget")),
+			ep("alerts", schema.ClusterSubject(schema.OpAlerts), leaderOnly(schema.OpAlerts)),
+			ep("alerts_silence", schema.ClusterSubject(schema.OpAlertsSilence), leaderOnly(schema.OpAlertsSilence)),
+			ep("alerts_unsilence", schema.ClusterSubject(schema.OpAlertsUnsilence), leaderOnly(schema.OpAlertsUnsilence)),
+			ep("alerts_test", schema.ClusterSubject(schema.OpAlertsTest), leaderOnly(schema.OpAlertsTest)),
+			ep("alerts_config_set", schema.ClusterSubject(schema.OpAlertsConfigSet), leaderOnly(schema.OpAlertsConfigSet)),
+			ep("alerts_config_get", schema.ClusterSubject(schema.OpAlertsConfigGet), leaderOnly(schema.OpAlertsConfigGet)),
 		},
 	}
 }

@@ -27,8 +27,8 @@ var restartTypes = []string{TypeGraceful, TypeEmergency, TypeCrashRecovery, Type
 // Alert kinds the downtime KPI reads: a node declared failed, and heard
 // again afterwards.
 const (
-	AlertHealthCheckFailed = "health_check_failed"
-	AlertNodeRecovered     = "node_recovered"
+	AlertHealthCheckFailed = schema.AlertHealthCheckFailed
+	AlertNodeRecovered     = schema.AlertNodeRecovered
 )
 
 // DowntimeBudgetPerMonth is the seed's availability SLO: at most 5 minutes

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/restartcoord/restartcoord/alerting/notify"
 	"github.com/restartcoord/restartcoord/schema"
 )
 
@@ -42,8 +43,9 @@ type fleetFacts struct {
 // coordMetrics are a coordinator's series (docs/METRICS.md). A nil
 // *coordMetrics measures nothing.
 type coordMetrics struct {
-	alerts *prometheus.CounterVec // severity, kind
-	fleet  *fleetCollector
+	alerts        *prometheus.CounterVec // severity, kind
+	notifications *prometheus.CounterVec // receiver, result
+	fleet         *fleetCollector
 }
 
 // newCoordMetrics registers c's series on reg (nil: no metrics). A
@@ -55,10 +57,14 @@ func newCoordMetrics(reg prometheus.Registerer, c *Coordinator) (*coordMetrics, 
 	m := &coordMetrics{
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "restartcoord_alerts_total",
 			Help: "Alerts this coordinator raised since it started, by severity and kind."}, []string{"severity", "kind"}),
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "restartcoord_alert_notifications_total",
+			Help: "Tries to deliver an alert notification, by receiver and result (delivered, retry, failed)."},
+			[]string{"receiver", "result"}),
 		fleet: newFleetCollector(),
 	}
 	var errs []error
 	m.alerts = register(reg, m.alerts, &errs)
+	m.notifications = register(reg, m.notifications, &errs)
 	m.fleet = register(reg, m.fleet, &errs)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -89,6 +95,21 @@ func (m *coordMetrics) alerted(sev schema.Severity, kind string) {
 	if m != nil {
 		m.alerts.WithLabelValues(string(sev), kind).Inc()
 	}
+}
+
+// notified counts one try of a notification to receiver.
+func (m *coordMetrics) notified(receiver string, err error) {
+	if m == nil {
+		return
+	}
+	result := "delivered"
+	if err != nil {
+		result = "failed"
+		if retry, _ := notify.RetryAfter(err); retry {
+			result = "retry"
+		}
+	}
+	m.notifications.WithLabelValues(receiver, result).Inc()
 }
 
 // serving says Run has set up what fleetFacts reads (its election and

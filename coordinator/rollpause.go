@@ -10,7 +10,7 @@ import (
 // AlertRollPaused is the warning raised once per pause of a roll by the
 // coordinator (not by an operator): it will not go on without a person,
 // or not until its failed node is healthy again.
-const AlertRollPaused = "roll_paused"
+const AlertRollPaused = schema.AlertRollPaused
 
 // pause records that r is paused, why and since when.
 func (r *rollRecord) pause(reason, node, msg string, now time.Time) {

@@ -517,13 +517,22 @@ func (s *Supervisor) workerAlert(data json.RawMessage) {
 	}
 }
 
-// alert publishes an alert and keeps it in ORCH_ALERTS.
+// alert publishes a firing alert about this node and keeps it in ORCH_ALERTS.
 func (s *Supervisor) alert(sev schema.Severity, kind, msg string, details map[string]any) {
-	al := map[string]any{"type": schema.TypeAlert, "alert_id": uuid.NewString(), "severity": sev, "kind": kind,
-		"node_id": s.cfg.NodeID, "message": msg, "details": details, "timestamp": time.Now().UTC()}
+	s.publishAlert(schema.Alert{Severity: sev, Kind: kind, Status: schema.AlertStatusFiring, Message: msg, Details: details})
+}
+
+// resolveAlert publishes that this node's condition of kind has cleared.
+func (s *Supervisor) resolveAlert(kind, msg string, details map[string]any) {
+	s.publishAlert(schema.Alert{Severity: schema.AlertKinds[kind], Kind: kind, Status: schema.AlertStatusResolved,
+		Message: msg, Details: details})
+}
+
+func (s *Supervisor) publishAlert(a schema.Alert) {
+	a.Type, a.AlertID, a.NodeID, a.Timestamp = schema.TypeAlert, uuid.NewString(), s.cfg.NodeID, time.Now().UTC()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.bs.PublishDurable(ctx, schema.AlertSubject(sev, kind), al); err != nil {
-		s.log.Warn("alert not stored", "kind", kind, "err", err)
+	if err := s.bs.PublishDurableOnce(ctx, schema.AlertSubject(a.Severity, a.Kind), "alert-"+a.AlertID, a); err != nil {
+		s.log.Warn("alert not stored", "kind", a.Kind, "status", a.Status, "err", err)
 	}
 }

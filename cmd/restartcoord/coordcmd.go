@@ -20,7 +20,7 @@ import (
 	"github.com/restartcoord/restartcoord/internal/metrics"
 )
 
-const coordUsage = "restartcoord coordinator [--id ID] [--server URL] [--http ADDR] [--lease-ttl 8s] [--heartbeat 1s] [--log-level info]"
+const coordUsage = "restartcoord coordinator [--id ID] [--server URL] [--http ADDR] [--alerts-config FILE | --alert-webhook URL [--alert-webhook-secret-file FILE]] [--lease-ttl 8s] [--heartbeat 1s] [--log-level info]"
 
 // runCoordinator runs one coordinator (run two or three: one leads). With
 // --http it also serves the dashboard at / and its metrics at /metrics.
@@ -34,12 +34,17 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "the nodes' heartbeat interval")
 	httpAddr := fs.String("http", "", "serve the dashboard at / and Prometheus metrics at /metrics on HOST:PORT (e.g. 127.0.0.1:8080)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	var af alertFlags
+	af.register(fs)
 	pos, err := parse(fs, args, coordUsage)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		return usageErr("unexpected arguments %v (usage: %s)", pos, coordUsage)
+	}
+	if err := af.apply(&cfg); err != nil {
+		return err
 	}
 	lg, err := logger(*level)
 	if err != nil {

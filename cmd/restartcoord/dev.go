@@ -20,7 +20,7 @@ import (
 	"github.com/restartcoord/restartcoord/node"
 )
 
-const devUsage = "restartcoord dev [--nodes 3] [--nats-port 4222] [--data DIR] [--http ADDR] [--log-level info]"
+const devUsage = "restartcoord dev [--nodes 3] [--nats-port 4222] [--data DIR] [--http ADDR] [--alerts-config FILE | --alert-webhook URL [--alert-webhook-secret-file FILE]] [--log-level info]"
 
 func runDev(ctx context.Context, args []string) error {
 	fs := newFlags("dev", devUsage)
@@ -29,12 +29,18 @@ func runDev(ctx context.Context, args []string) error {
 	data := fs.String("data", ".restartcoord-dev", "data directory (JetStream store and worker logs); reuse it to keep state")
 	level := fs.String("log-level", "warn", "debug, info, warn or error")
 	httpAddr := fs.String("http", "", "serve the dashboard at / and the metrics of every node and the coordinator at /metrics on HOST:PORT (e.g. 127.0.0.1:8080)")
+	var af alertFlags
+	af.register(fs)
 	pos, err := parse(fs, args, devUsage)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		return usageErr("unexpected arguments %v (usage: %s)", pos, devUsage)
+	}
+	var alerts coordinator.Config // the alert flags, checked before anything starts
+	if err := af.apply(&alerts); err != nil {
+		return err
 	}
 	if *nodes < 1 || *nodes > 100 {
 		return usageErr("--nodes must be 1..100, got %d", *nodes)
@@ -98,6 +104,7 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	ccfg := coordinator.DefaultConfig()
 	ccfg.ID, ccfg.NATS.URL, ccfg.Version, ccfg.Logger = "coord-dev", url, version, lg
+	ccfg.Alerts, ccfg.AlertsText = alerts.Alerts, alerts.AlertsText
 	if reg != nil {
 		ccfg.Metrics = reg
 	}

@@ -38,6 +38,7 @@ func operatorVerbs() []verb {
 		{"breaker", "reset the circuit breaker (breaker reset)", runBreaker},
 		{"history", "list the cluster's restarts (--node, --reason, --since, --limit)", runHistory},
 		{"report", "the weekly performance analysis and SLO compliance (exit 1 when an SLO is missed)", runReport},
+		{"alerts", "firing alerts and their deliveries; alerts silence|unsilence|test|config", runAlerts},
 	}
 }
 

@@ -77,6 +77,19 @@ func TestClusterBadUsageIsRefusedLocally(t *testing.T) {
 		{"report window unitless", []string{"report", "--window", "604800"}},
 		{"report window too short", []string{"report", "--window", "30s"}},
 		{"report window too long", []string{"report", "--window", "367d"}},
+		{"alerts extra argument", []string{"alerts", "list", "now"}},
+		{"alerts unknown sub-verb", []string{"alerts", "mute"}},
+		{"alerts silence without kind", []string{"alerts", "silence", "--for", "2h", "--reason", "r"}},
+		{"alerts silence unknown kind", []string{"alerts", "silence", "--kind", "oops", "--for", "2h", "--reason", "r"}},
+		{"alerts silence without reason", []string{"alerts", "silence", "--kind", "slow_restart", "--for", "2h"}},
+		{"alerts silence too long", []string{"alerts", "silence", "--kind", "slow_restart", "--for", "31d", "--reason", "r"}},
+		{"alerts silence bad node", []string{"alerts", "silence", "--kind", "slow_restart", "--node", "a.b", "--for", "1h", "--reason", "r"}},
+		{"alerts unsilence without id", []string{"alerts", "unsilence"}},
+		{"alerts unsilence bad id", []string{"alerts", "unsilence", "a.b"}},
+		{"alerts test without receiver", []string{"alerts", "test"}},
+		{"alerts config set missing file", []string{"alerts", "config", "set", "/nonexistent/alerts.yaml"}},
+		{"alerts config set invalid file", []string{"alerts", "config", "set", invalidAlertsFile}},
+		{"alerts config without sub-verb", []string{"alerts", "config"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -119,6 +132,14 @@ func TestClusterValidUsageConnects(t *testing.T) {
 		{"report"},
 		{"report", "--window", "24h"},
 		{"report", "--window", "90m"},
+		{"alerts"},
+		{"alerts", "--json"},
+		{"alerts", "list"},
+		{"alerts", "silence", "--kind", "slow_restart", "--node", "node-1", "--for", "2h", "--reason", "migration"},
+		{"alerts", "unsilence", "sil-1234abcd"},
+		{"alerts", "test", "pagerduty"},
+		{"alerts", "config", "get"},
+		{"alerts", "config", "set", validAlertsFile},
 	}
 	for _, args := range cases {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
