@@ -52,6 +52,7 @@ bench: build
 	$(GO) test ./node -run '^$$' -bench '^Benchmark(GracefulRestart10k|EmergencyRestart10k|RestartFloor|WholeNodeCrashToHealthy|MetricsGracefulRestart10k)$$' -benchtime 10x -timeout 30m
 	$(GO) test ./node -run '^$$' -bench 'ClientDo|DuringRestart|FullBuffer' -benchtime 3x -timeout 30m
 	$(GO) test ./coordinator -run '^$$' -bench . -benchtime 3x -timeout 30m
+	$(GO) test ./coordinator -run '^$$' -bench '^BenchmarkAlertLatency$$' -benchtime 200x -timeout 10m
 	$(GO) test ./dashboard -run '^$$' -bench '^BenchmarkDashboard1000Nodes$$' -benchtime 200x -timeout 10m
 
 fuzz:

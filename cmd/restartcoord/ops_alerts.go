@@ -23,8 +23,8 @@ func runAlerts(ctx context.Context, args []string) error {
 		{"test", "send a test notification to one receiver", runAlertsTest},
 		{"config", "set or get the delivery configuration (config set FILE | config get)", runAlertsConfig},
 	}
-	for _, a := range args {
-		if !strings.HasPrefix(a, "-") || a == "--" {
+	for i, a := range args {
+		if a == "--" || !strings.HasPrefix(a, "-") && (i == 0 || !flagTakesValue(args[i-1])) {
 			return dispatch(ctx, "alerts", subs, args)
 		}
 	}

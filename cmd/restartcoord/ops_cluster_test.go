@@ -134,6 +134,7 @@ func TestClusterValidUsageConnects(t *testing.T) {
 		{"report", "--window", "90m"},
 		{"alerts"},
 		{"alerts", "--json"},
+		{"alerts", "-s", "nats://127.0.0.1:1"},
 		{"alerts", "list"},
 		{"alerts", "silence", "--kind", "slow_restart", "--node", "node-1", "--for", "2h", "--reason", "migration"},
 		{"alerts", "unsilence", "sil-1234abcd"},
