@@ -50,6 +50,18 @@ type Config struct {
 	// a JetStream election), shorter than a caller's request timeout.
 	LeaderWait time.Duration // 15 s
 
+	// Alert conditions (docs/ALERTS.md); zero or less is the default.
+	// UnhealthyAlertAfter: a node that answers but reports unhealthy this
+	// long raises health_check_failed (a silent one does when it is
+	// declared failed). ReportEvery and SLOWindow: how often the leader
+	// computes the report, and over what window, for slo_violation and
+	// reconnection_rate. MaintenanceEvery: how often it looks for
+	// maintenance_due.
+	UnhealthyAlertAfter time.Duration // 5 min
+	ReportEvery         time.Duration // 1 h
+	SLOWindow           time.Duration // 7 days
+	MaintenanceEvery    time.Duration // 30 s
+
 	// Alerts is the alert delivery configuration from flags (--alerts-config
 	// or --alert-webhook); one set with `restartcoord alerts config set`
 	// (kept in ORCH_COORD) takes precedence. Nil and none stored: alerts

@@ -15,8 +15,10 @@ import (
 const healthConfirm = 200 * time.Millisecond
 
 // detect declares failed the nodes that missed MissedHeartbeats heartbeats
-// and do not answer a health request: counted unavailable, alerted on, never
-// restarted (a node that does not answer can only be waited for).
+// and do not answer a health request: counted unavailable, alerted on
+// (health_check_failed, resolved by nodeAlerts once the node is healthy
+// again), never restarted (a node that does not answer can only be waited
+// for).
 func (c *Coordinator) detect(ctx context.Context) {
 	now := time.Now()
 	// Nodes back from failed: recorded so the report ends their downtime.
@@ -42,9 +44,10 @@ func (c *Coordinator) detect(ctx context.Context) {
 		}
 		v, _ := c.mem.get(id)
 		silent := now.Sub(v.LastHeartbeat)
-		c.alert(schema.SeverityCritical, "health_check_failed", id,
-			fmt.Sprintf("node %s declared failed: no heartbeat for %s and no answer to health", id, silent.Round(time.Millisecond)),
-			map[string]any{"last_heartbeat": v.LastHeartbeat.UTC(), "silent_seconds": schema.Secs(silent), "error": err.Error()})
+		c.raiseHealth(ctx, id, HealthDeclaredFailed, func() (string, map[string]any) {
+			return fmt.Sprintf("node %s declared failed: no heartbeat for %s and no answer to health", id, silent.Round(time.Millisecond)),
+				map[string]any{"last_heartbeat": v.LastHeartbeat.UTC(), "silent_seconds": schema.Secs(silent), "error": err.Error()}
+		})
 	}
 }
 
@@ -75,20 +78,47 @@ func (c *Coordinator) breakerPass(ctx context.Context, planned map[string]bool) 
 	unhealthy := len(counted)
 	c.brkMu.Lock()
 	defer c.brkMu.Unlock()
+	defer c.breakerAlert(ctx, unhealthy, total, counted)
 	if !c.brk.Observe(unhealthy, total, now) {
 		if c.brkUnsaved {
 			c.saveBreaker(ctx)
 		}
 		return
 	}
-	if st := c.brk.State(); st.Open {
-		c.alert(schema.SeverityCritical, "circuit_breaker_open", "", "circuit breaker open: automatic restarts and rolls stop: "+st.Reason,
-			map[string]any{"unhealthy": unhealthy, "total": total, "nodes": counted})
-	} else {
+	if st := c.brk.State(); !st.Open {
 		c.alert(schema.SeverityInfo, "circuit_breaker_closed", "", "circuit breaker closed: the unhealthy count stayed under the threshold",
 			map[string]any{"unhealthy": unhealthy, "total": total})
 	}
 	c.saveBreaker(ctx)
+}
+
+// breakerAlert tracks circuit_breaker_open: raised while the breaker is
+// open (once: when it opens, or when a new leader finds it open and not
+// alerted), resolved once it has closed, by itself or by an operator's
+// reset (the circuit_breaker_closed info alert says which) even if this
+// pass opened it again: that is a new episode, raised again. Held: brkMu.
+func (c *Coordinator) breakerAlert(ctx context.Context, unhealthy, total int, counted map[string]string) {
+	o := c.state.alerts
+	closings, ready := c.brk.Closings(), c.conditionsReady(ctx)
+	o.mu.Lock()
+	closed := o.brkSeen && o.brkClosings != closings
+	if ready { // else looked at again by the next pass
+		o.brkClosings, o.brkSeen = closings, true
+	}
+	o.mu.Unlock()
+	if closed {
+		c.settle(ctx, schema.AlertBreakerOpen, "", "", func() (string, map[string]any) {
+			return "circuit breaker closed: automatic restarts and rolls go on", map[string]any{"unhealthy": unhealthy, "total": total}
+		})
+	}
+	open, reason := c.brk.Open()
+	c.track(ctx, open, schema.AlertBreakerOpen, "", func() (string, map[string]any) {
+		if open {
+			return "circuit breaker open: automatic restarts and rolls stop: " + reason,
+				map[string]any{"unhealthy": unhealthy, "total": total, "nodes": counted}
+		}
+		return "circuit breaker closed: automatic restarts and rolls go on", map[string]any{"unhealthy": unhealthy, "total": total}
+	})
 }
 
 // State is the breaker as stored in ORCH_COORD and shown by cluster health.

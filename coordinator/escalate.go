@@ -9,10 +9,12 @@ import (
 	"github.com/restartcoord/restartcoord/schema"
 )
 
-// escalate climbs the ladder for every node whose supervisor answers but
-// whose worker has stayed unhealthy for UnhealthyGrace, and keeps each
-// node's ladder state in ORCH_COORD so a new leader goes on from there.
+// escalate looks at the nodes' alert conditions (nodeAlerts), then climbs
+// the ladder for every node whose supervisor answers but whose worker has
+// stayed unhealthy for UnhealthyGrace, and keeps each node's ladder state
+// in ORCH_COORD so a new leader goes on from there.
 func (c *Coordinator) escalate(ctx context.Context, term uint64, planned map[string]bool) {
+	c.nodeAlerts(ctx)
 	if open, _ := c.brk.Open(); open {
 		return
 	}
@@ -36,7 +38,6 @@ func (c *Coordinator) escalate(ctx context.Context, term uint64, planned map[str
 			continue
 		}
 		d := c.cfg.Ladder.Decide(f, now)
-		c.frequencyAlert(ctx, id, &ns, d, now)
 		switch d.Action {
 		case ActNone:
 			if d.Reset && ns.Failures > 0 {
@@ -46,8 +47,9 @@ func (c *Coordinator) escalate(ctx context.Context, term uint64, planned map[str
 		case ActQuarantine:
 			ns.Quarantined, ns.Level, ns.Degraded, ns.Reason = true, LevelEngineering, true, d.Reason
 			if c.state.putNode(ctx, id, ns) == nil {
-				c.alert(schema.SeverityCritical, "escalation_quarantine", id, fmt.Sprintf("node %s quarantined: %s", id, d.Reason),
-					map[string]any{"failures": ns.Failures, "level": LevelEngineering})
+				c.raise(ctx, schema.AlertQuarantine, id, "", func() (string, map[string]any) {
+					return fmt.Sprintf("node %s quarantined: %s", id, d.Reason), map[string]any{"failures": ns.Failures, "level": LevelEngineering}
+				})
 			}
 		case ActGraceful, ActEmergency:
 			if d.Delay > 0 {
@@ -92,9 +94,10 @@ func (c *Coordinator) ladderRestart(ctx context.Context, id string, d Decision, 
 		return
 	}
 	if ns.Level >= LevelOperations && before < LevelOperations {
-		c.alert(schema.SeverityWarning, "escalation_degraded", id,
-			fmt.Sprintf("node %s degraded after %d failed automatic restarts", id, ns.Failures),
-			map[string]any{"failures": ns.Failures, "level": ns.Level, "last_error": errString(err, res)})
+		c.raise(ctx, schema.AlertDegraded, id, "", func() (string, map[string]any) {
+			return fmt.Sprintf("node %s degraded after %d failed automatic restarts", id, ns.Failures),
+				map[string]any{"failures": ns.Failures, "level": ns.Level, "last_error": errString(err, res)}
+		})
 	}
 }
 
@@ -106,16 +109,4 @@ func errString(err error, res schema.RestartResult) string {
 		return res.Error.Message
 	}
 	return ""
-}
-
-// frequencyAlert raises restart_frequency at most once an hour per node.
-func (c *Coordinator) frequencyAlert(ctx context.Context, id string, ns *NodeState, d Decision, now time.Time) {
-	if !d.FrequencyAlert || now.Sub(ns.FreqAlerted) < c.cfg.Ladder.FrequencyOver {
-		return
-	}
-	ns.FreqAlerted = now.UTC()
-	if c.state.putNode(ctx, id, *ns) == nil {
-		c.alert(schema.SeverityWarning, "restart_frequency", id,
-			fmt.Sprintf("node %s restarted more than %d times in %s", id, c.cfg.Ladder.FrequencyLimit, c.cfg.Ladder.FrequencyOver), nil)
-	}
 }

@@ -79,14 +79,20 @@ type Decision struct {
 // is pure: the same facts, time and jitter give the same decision.
 func (l Ladder) Decide(f Facts, now time.Time) Decision {
 	d := l.decide(f, now)
+	d.FrequencyAlert = l.RestartsWithin(f.Restarts, now) > l.FrequencyLimit
+	return d
+}
+
+// RestartsWithin counts the restarts of restarts in the FrequencyOver
+// before now: more than FrequencyLimit raise restart_frequency.
+func (l Ladder) RestartsWithin(restarts []time.Time, now time.Time) int {
 	n := 0
-	for _, t := range f.Restarts {
+	for _, t := range restarts {
 		if now.Sub(t) <= l.FrequencyOver {
 			n++
 		}
 	}
-	d.FrequencyAlert = n > l.FrequencyLimit
-	return d
+	return n
 }
 
 func (l Ladder) decide(f Facts, now time.Time) Decision {
@@ -185,6 +191,15 @@ type Breaker struct {
 	openedAt  time.Time
 	belowFrom time.Time
 	reason    string
+	closings  uint64 // times it closed (by itself or reset)
+}
+
+// Closings counts the times the breaker closed, by itself or by a reset:
+// a closing and an opening between two looks still end one episode.
+func (b *Breaker) Closings() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closings
 }
 
 // NewBreaker is DESIGN.md's breaker.
@@ -225,6 +240,7 @@ func (b *Breaker) Observe(unhealthy, total int, now time.Time) bool {
 		}
 		if now.Sub(b.belowFrom) >= b.CloseAfter {
 			b.open, b.reason = false, ""
+			b.closings++
 			return true
 		}
 	}
@@ -237,5 +253,8 @@ func (b *Breaker) Reset() bool {
 	defer b.mu.Unlock()
 	was := b.open
 	b.open, b.reason, b.belowFrom = false, "", time.Time{}
+	if was {
+		b.closings++
+	}
 	return was
 }

@@ -100,6 +100,7 @@ type ReportFacts struct {
 // alertRecord is the part of a stored alert the downtime KPI reads.
 type alertRecord struct {
 	Kind      string         `json:"kind"`
+	Status    string         `json:"status,omitempty"`
 	NodeID    string         `json:"node_id"`
 	Timestamp time.Time      `json:"timestamp"`
 	Details   map[string]any `json:"details"`
@@ -111,11 +112,14 @@ type alertRecord struct {
 // recovery on record ends at the node's next restart completed after it
 // (a restart result means a worker served again), else at `to`: still
 // down, or back unseen (a leader change while it was down), counted as
-// down. Alerts are in stream order.
+// down. Alerts are in stream order. Only the health_check_failed alerts
+// that declare a node failed count: not their resolution, nor those of a
+// node that answered while unhealthy (details reason "unhealthy").
 func outagesFrom(alerts []alertRecord, restarts []schema.RestartResult, to time.Time) []Outage {
 	var out []Outage
 	for i, a := range alerts {
-		if a.Kind != AlertHealthCheckFailed || a.NodeID == "" {
+		if a.Kind != AlertHealthCheckFailed || a.NodeID == "" || a.Status == schema.AlertStatusResolved ||
+			a.Details["reason"] == HealthUnhealthy {
 			continue
 		}
 		o := Outage{NodeID: a.NodeID, Start: a.Timestamp, End: to}

@@ -52,7 +52,11 @@ func TestClusterHealthCountsActiveConnectionsAndTheReportReconnections(t *testin
 	n1, n2 := f.runNode(cfg), f.runNode(f.nodeConfig("n02", 2))
 	n1.awaitReady(t)
 	n2.awaitReady(t)
-	f.startCoordinator("c1")
+	ccfg := f.coordConfig("c1")
+	// The SLO alerts' report every 200 ms, over the last 4 s: the restart
+	// below leaves that window 4 s after it happened.
+	ccfg.ReportEvery, ccfg.SLOWindow = 200*time.Millisecond, 4*time.Second
+	f.startCoordinatorWith(ccfg)
 	back := f.sessionOn("back", "n01")
 	f.sessionOn("gone", "n01")
 	f.sessionOn("other", "n02")
@@ -94,6 +98,17 @@ func TestClusterHealthCountsActiveConnectionsAndTheReportReconnections(t *testin
 	if g := rep.ByType[coordinator.TypeGraceful]; g == nil || g.Total != 1 || g.Succeeded != 1 || rep.DowntimeByNode["n01"] == nil {
 		t.Fatalf("by type %+v, downtime %+v", rep.ByType, rep.DowntimeByNode)
 	}
+	// The leader's own report, over its 4 s window, alerted: reconnection
+	// under 95% (and the reconnection SLO not met), each resolved once the
+	// restart is out of the window.
+	if a := awaitAlert(t, f, schema.AlertReconnectionRate, "", firing, 1); a.Details["rate"] != float64(50) {
+		t.Fatalf("reconnection_rate alert %+v, want a rate of 50", a)
+	}
+	awaitAlert(t, f, schema.AlertSLOViolation, "", firing, 1)
+	for _, kind := range []string{schema.AlertReconnectionRate, schema.AlertSLOViolation} {
+		awaitAlert(t, f, kind, "", resolved, 1)
+		wantAlerts(t, f, kind, "", firing, 1)
+	}
 }
 
 // A node declared failed is down, in the report, from its last heartbeat
@@ -108,15 +123,17 @@ func TestReportCountsTheDowntimeOfANodeDeclaredFailed(t *testing.T) {
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	_ = cmd.Wait()
 	f.waitFor(10*time.Second, "n09 declared failed", func() bool { return f.nodes()["n09"].Failed })
+	awaitAlert(t, f, schema.AlertHealthCheckFailed, "n09", firing, 1)
 	if d := f.report().DowntimeByNode["n09"]; d == nil || d.FailedSeconds <= 0 || d.RestartSeconds != 0 || !d.WithinBudget {
 		t.Fatalf("n09 declared failed: downtime %+v", d)
 	}
 	time.Sleep(time.Second)
 	f.startNodeProcess("n09", 9)
 	back := time.Now()
-	f.waitFor(10*time.Second, "n09's recovery recorded", func() bool {
-		return len(f.alerts(schema.SeverityInfo, coordinator.AlertNodeRecovered)) == 1
-	})
+	// Heard again: recovered (which ends its downtime), and healthy: its
+	// health_check_failed resolved, which the downtime does not read.
+	awaitAlert(t, f, coordinator.AlertNodeRecovered, "n09", firing, 1)
+	awaitAlert(t, f, schema.AlertHealthCheckFailed, "n09", resolved, 1)
 	first := f.report().DowntimeByNode["n09"]
 	time.Sleep(time.Second)
 	second := f.report().DowntimeByNode["n09"]

@@ -180,6 +180,11 @@ func (m *membership) observe(id string, h schema.Health) {
 	if h.Healthy && (v.HealthySince.IsZero() || !v.Heartbeat.Healthy) {
 		v.HealthySince = now
 	}
+	if !h.Healthy { // as heartbeat does: how long it has been unhealthy (health_check_failed)
+		if v.Heartbeat.Healthy || v.UnhealthySince.IsZero() {
+			v.UnhealthySince = now
+		}
+	}
 	v.Heartbeat.Healthy, v.Heartbeat.Phase, v.Heartbeat.WorkerPID = h.Healthy, h.Phase, h.WorkerPID
 	m.clearFailed(v, now)
 	v.LastHeartbeat = now

@@ -271,6 +271,15 @@ func TestOutagesFrom(t *testing.T) {
 			[]Outage{{"n1", t0, t0.Add(time.Minute)}, {"n1", t0.Add(10*time.Minute - 3*time.Second), t0.Add(11 * time.Minute)}}},
 		{"no last heartbeat: from the declaration", []alertRecord{{Kind: AlertHealthCheckFailed, NodeID: "n1", Timestamp: t0}}, nil,
 			[]Outage{{"n1", t0, to}}},
+		{"a resolution starts nothing", []alertRecord{failed("n1", t0.Add(4*time.Second), t0), recovered("n1", t0.Add(time.Minute)),
+			{Kind: AlertHealthCheckFailed, Status: schema.AlertStatusResolved, NodeID: "n1", Timestamp: t0.Add(time.Minute + 2*time.Second)}}, nil,
+			[]Outage{{"n1", t0, t0.Add(time.Minute)}}},
+		{"a node answering unhealthy is not declared failed", []alertRecord{{Kind: AlertHealthCheckFailed, NodeID: "n1", Timestamp: t0,
+			Details: map[string]any{"reason": HealthUnhealthy}}}, nil, nil},
+		{"declared failed while alerted unhealthy: from the declaration", []alertRecord{
+			{Kind: AlertHealthCheckFailed, NodeID: "n1", Timestamp: t0, Details: map[string]any{"reason": HealthUnhealthy}},
+			failed("n1", t0.Add(10*time.Minute), t0.Add(10*time.Minute-3*time.Second)), recovered("n1", t0.Add(11*time.Minute))}, nil,
+			[]Outage{{"n1", t0.Add(10*time.Minute - 3*time.Second), t0.Add(11 * time.Minute)}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got := outagesFrom(c.alerts, c.restarts, to)

@@ -103,6 +103,7 @@ func (c *Coordinator) rollPass(ctx context.Context, term uint64) {
 	if err != nil {
 		return
 	}
+	c.rollAlerts(ctx, rolls) // as stored: a change this pass makes is seen by the next
 	for _, r := range rolls {
 		// Paused and aborted rolls still see their nodes that are out through.
 		if r.State == schema.RollRunning || ((r.State == schema.RollPaused || r.State == schema.RollAborted) && len(r.Current) > 0) {
@@ -147,7 +148,7 @@ func (c *Coordinator) advance(ctx context.Context, r *rollRecord, term uint64) e
 			return err
 		}
 		if paused {
-			c.alertPaused(r)
+			c.alertPaused(ctx, r)
 		}
 		return nil
 	}

@@ -64,14 +64,12 @@ func TestRollResumesByItselfOnceItsFailedNodeRecovers(t *testing.T) {
 	if n := len(per["n02"]); n < 2 || per["n02"][0].Success || !per["n02"][n-1].Success {
 		t.Fatalf("n02's roll restarts %+v: want a failed one, then a successful one", per["n02"])
 	}
-	var alerted bool
-	for _, a := range f.alerts(schema.SeverityWarning, coordinator.AlertRollPaused) {
-		d, _ := a["details"].(map[string]any)
-		alerted = alerted || (d["roll_id"] == st.RollID && d["reason"] == schema.PausedNodeFailed && d["node"] == "n02" && a["node_id"] == "n02")
+	a := awaitAlert(t, f, coordinator.AlertRollPaused, "n02", firing, 1)
+	if d := a.Details; d["roll_id"] != st.RollID || d["reason"] != schema.PausedNodeFailed || d["node"] != "n02" {
+		t.Fatalf("roll_paused alert for n02: %+v", a)
 	}
-	if !alerted {
-		t.Fatalf("no roll_paused alert for n02: %v", f.alerts(schema.SeverityWarning, coordinator.AlertRollPaused))
-	}
+	awaitAlert(t, f, coordinator.AlertRollPaused, "n02", resolved, 1) // resumed by itself
+	wantAlerts(t, f, coordinator.AlertRollPaused, "n02", firing, 1)
 }
 
 // An operator's pause is never resumed automatically, even when it lands

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/restartcoord/restartcoord/schema"
@@ -33,9 +34,36 @@ func (r *rollRecord) resume() {
 
 // alertPaused raises roll_paused for a pause the coordinator made; called
 // once the pause is stored, so a pass that lost the write alerts nothing.
-func (c *Coordinator) alertPaused(r *rollRecord) {
-	c.alert(schema.SeverityWarning, AlertRollPaused, r.PausedNode, "roll "+r.ID+" "+r.Message,
-		map[string]any{"roll_id": r.ID, "reason": r.PausedReason, "node": r.PausedNode})
+// Its fingerprint names the node that caused the pause (the roll, when
+// none did); rollAlerts resolves it once the roll runs again or ends.
+func (c *Coordinator) alertPaused(ctx context.Context, r *rollRecord) {
+	c.raise(ctx, AlertRollPaused, r.PausedNode, r.ID, func() (string, map[string]any) {
+		return "roll " + r.ID + " " + r.Message, map[string]any{"reason": r.PausedReason, "node": r.PausedNode}
+	})
+}
+
+// rollAlerts resolves the roll_paused alerts of the rolls that are not
+// paused any more: resumed (by the coordinator or an operator), completed,
+// failed or aborted. A roll an operator paused after the coordinator did
+// stays alerted until it runs again or ends.
+func (c *Coordinator) rollAlerts(ctx context.Context, rolls []*rollRecord) {
+	open := c.openWhere(func(cd condition) bool { return cd.Kind == AlertRollPaused })
+	if len(open) == 0 {
+		return
+	}
+	byID := make(map[string]*rollRecord, len(rolls))
+	for _, r := range rolls {
+		byID[r.ID] = r
+	}
+	for _, cd := range open {
+		r := byID[cd.Roll]
+		if r == nil || r.State == schema.RollPaused {
+			continue // paused, or not read this pass
+		}
+		c.settle(ctx, AlertRollPaused, cd.Node, cd.Roll, func() (string, map[string]any) {
+			return fmt.Sprintf("roll %s is %s: no longer paused", cd.Roll, r.State), map[string]any{"state": r.State}
+		})
+	}
 }
 
 // pausedRoll is the policy's view of r: quarantined says which of its

@@ -23,7 +23,7 @@ type NodeState struct {
 	Quarantined bool        `json:"quarantined"`
 	Reason      string      `json:"reason,omitempty"`
 	Restarts    []time.Time `json:"restarts,omitempty"`
-	FreqAlerted time.Time   `json:"freq_alerted,omitempty"`
+	FreqAlerted time.Time   `json:"freq_alerted,omitempty"` // no longer written: restart_frequency is an alert condition (alertcond_node.go)
 	FailedAlert bool        `json:"failed_alert,omitempty"`
 }
 
@@ -72,10 +72,14 @@ type stateStore struct {
 	mu     *sync.Mutex
 	nodes  map[string]NodeState
 	leader *atomic.Bool // only the leader (the only writer) uses the cache
+	// alerts are the alert conditions open (alertcond.go), kept under
+	// alertsKey; forgotten, like the cache, when leadership changes hands.
+	alerts *openConditions
 }
 
 func newStateStore(js jetstream.JetStream, kv jetstream.KeyValue) stateStore {
-	return stateStore{kv: kv, js: js, mu: &sync.Mutex{}, nodes: map[string]NodeState{}, leader: &atomic.Bool{}}
+	return stateStore{kv: kv, js: js, mu: &sync.Mutex{}, nodes: map[string]NodeState{}, leader: &atomic.Bool{},
+		alerts: &openConditions{}}
 }
 
 // get reads key from the bucket's leader: its value and revision. While
@@ -101,6 +105,7 @@ func (s stateStore) lead(leader bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.nodes)
+	s.alerts.reset()
 	s.leader.Store(leader)
 }
 

@@ -41,7 +41,7 @@ type Config struct {
 	SuspendTimeout    time.Duration // 5 s for running jobs to reach a step boundary
 	SnapshotInterval  time.Duration // 5 min between periodic snapshots
 	KeepSnapshots     int           // 10
-	MaxStateSize      int64         // 10 MiB: warn above
+	MaxStateSize      int64         // 10 MiB: warn above (state_size)
 	BufferExpiration  time.Duration // 300 s: older requests are answered EXPIRED
 	ReplyKeep         time.Duration // 15 min: kept replies stay readable at least this long
 	CleanupInterval   time.Duration // 60 s between session cleanups (the seed's cleanup_interval)
@@ -51,6 +51,15 @@ type Config struct {
 	CrashBackoffMax   time.Duration // 30 s
 	HealthyReset      time.Duration // 60 s healthy resets the crash backoff
 	LeaseTTL          time.Duration // 10 s: the node-id lease
+
+	// Alert thresholds (docs/ALERTS.md): a successful restart that took
+	// longer than SlowRestart raises slow_restart; a newest backup (any
+	// snapshot `state backups` lists) older than BackupMaxAge, or none on
+	// a node that has run that long, raises backup_age; the worker's log
+	// file (LogDir/<node id>.log) above LogMaxSize raises log_size.
+	SlowRestart  time.Duration // 60 s
+	BackupMaxAge time.Duration // 7 days
+	LogMaxSize   int64         // 100 MiB
 
 	// FastTakeover (on by default) lets a supervisor that finds its node id
 	// held by a process proven dead on this machine (a whole node killed
@@ -88,6 +97,7 @@ func DefaultConfig(nodeID string) Config {
 		CleanupInterval: 60 * time.Second, SessionIdle: 300 * time.Second, ReconnectWindow: schema.ReconnectWindow,
 		CrashBackoffStart: 50 * time.Millisecond, CrashBackoffMax: 30 * time.Second,
 		HealthyReset: 60 * time.Second, LeaseTTL: 10 * time.Second, FastTakeover: true,
+		SlowRestart: 60 * time.Second, BackupMaxAge: 7 * 24 * time.Hour, LogMaxSize: 100 << 20,
 		LogDir: filepath.Join(os.TempDir(), "restartcoord", "logs"),
 	}
 }
@@ -109,7 +119,8 @@ func (c *Config) Validate() error {
 		"snapshot interval": c.SnapshotInterval, "buffer expiration": c.BufferExpiration, "reply keep": c.ReplyKeep,
 		"cleanup interval": c.CleanupInterval, "session idle": c.SessionIdle, "reconnect window": c.ReconnectWindow,
 		"crash backoff start": c.CrashBackoffStart, "crash backoff max": c.CrashBackoffMax,
-		"healthy reset": c.HealthyReset, "lease ttl": c.LeaseTTL}
+		"healthy reset": c.HealthyReset, "lease ttl": c.LeaseTTL, "slow restart": c.SlowRestart,
+		"backup max age": c.BackupMaxAge}
 	for name, d := range pos {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
@@ -126,6 +137,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxStateSize <= 0 {
 		errs = append(errs, fmt.Errorf("max state size must be positive, got %d", c.MaxStateSize))
+	}
+	if c.LogMaxSize <= 0 {
+		errs = append(errs, fmt.Errorf("log max size must be positive, got %d", c.LogMaxSize))
 	}
 	if c.LogDir == "" {
 		errs = append(errs, errors.New("log dir must be set"))

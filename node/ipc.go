@@ -39,9 +39,10 @@ const (
 
 // ipc events (worker to supervisor).
 const (
-	evPhase = "phase"
-	evReady = "ready"
-	evAlert = "alert"
+	evPhase    = "phase"
+	evReady    = "ready"
+	evAlert    = "alert"
+	evSnapshot = "snapshot" // one was written: its size, for state_size
 )
 
 // ErrIPCClosed is returned by calls on a closed channel.

@@ -109,9 +109,6 @@ func TestPeriodicSnapshotsArePrunedAndCompactTheJournal(t *testing.T) {
 	l := newLedger()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	alerts := make(chan *nats.Msg, 64)
-	sub, _ := e.conn.ChanSubscribe(schema.AlertSubject(schema.SeverityInfo, "state_size"), alerts)
-	defer sub.Unsubscribe()
 	for round := range 5 {
 		createTasks(t, l, 10, 2, func(int) schema.TaskCreateArgs { return schema.TaskCreateArgs{Title: "periodic"} }, c)
 		_ = round
@@ -141,14 +138,7 @@ func TestPeriodicSnapshotsArePrunedAndCompactTheJournal(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d journal entries left after compaction behind seq %d", n, list[1].JournalSeq)
-	select {
-	case m := <-alerts:
-		if !json.Valid(m.Data) {
-			t.Fatal("bad alert")
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no state_size alert for a state above the maximum")
-	}
+	awaitAlert(t, e, schema.AlertStateSize, "n1", firing, 1) // a state above the maximum
 	// Restore from the newest snapshot plus what is left of the journal is whole.
 	e.restart("n1", map[string]any{"graceful": false})
 	l.check(t, c)

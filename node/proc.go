@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -74,7 +73,7 @@ func (s *Supervisor) spawn(env workerEnv) (*proc, error) {
 		mine.Close()
 		return nil, err
 	}
-	logf, err := os.OpenFile(filepath.Join(s.cfg.LogDir, s.cfg.NodeID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		mine.Close()
 		return nil, err
@@ -120,6 +119,11 @@ func (s *Supervisor) spawn(env workerEnv) (*proc, error) {
 				}
 			case evAlert:
 				s.workerAlert(data)
+			case evSnapshot:
+				var ev snapshotEvent
+				if json.Unmarshal(data, &ev) == nil {
+					s.snapshotTaken(ev)
+				}
 			}
 		})
 	}()

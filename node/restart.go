@@ -316,14 +316,7 @@ func (s *Supervisor) finish(op *restartOp) {
 	s.setPhase(op.res.Phase, op.res.Message)
 	s.hist.record(s.ctx, s.bs, op.res)
 	s.met.restarted(op)
-	if !op.res.Success {
-		s.alert(schema.SeverityCritical, "restart_failed", op.res.Message, map[string]any{"restart_id": op.res.RestartID, "errors": op.res.Errors})
-	} else if st := op.res.State; st.SnapshotWritten && op.restore == "" && st.TasksRestored < st.TasksSaved {
-		s.alert(schema.SeverityCritical, "state_loss", fmt.Sprintf("restart %s saved %d tasks and restored %d", op.res.RestartID, st.TasksSaved, st.TasksRestored),
-			map[string]any{"restart_id": op.res.RestartID, "tasks_saved": st.TasksSaved, "tasks_restored": st.TasksRestored})
-	} else if op.res.Duration > 60 {
-		s.alert(schema.SeverityWarning, "slow_restart", fmt.Sprintf("restart took %.1fs", op.res.Duration), map[string]any{"restart_id": op.res.RestartID})
-	}
+	s.restartConditions(op.res)
 	s.mu.Lock()
 	s.cur = nil
 	_, serving := s.currentWorkerLocked()

@@ -2,12 +2,9 @@ package node_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/restartcoord/restartcoord/schema"
 )
 
@@ -50,48 +47,6 @@ func TestIdleSessionsExpireAndStayExpired(t *testing.T) {
 	e.restart("n1", map[string]any{"graceful": false})
 	if clients()["idle"] {
 		t.Fatal("the expired session came back after a restart")
-	}
-}
-
-func TestBufferCapacityAlert(t *testing.T) {
-	e := newEnv(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	// A worker that cannot start: the supervisor serves, nothing consumes.
-	kv, _ := e.bs.JetStream().KeyValue(ctx, schema.BucketConfig)
-	if _, err := kv.Put(ctx, "n1", []byte(`{"config_version":"stuck","fail_start":true}`)); err != nil {
-		t.Fatal(err)
-	}
-	alerts := make(chan *nats.Msg, 16)
-	sub, _ := e.conn.ChanSubscribe(schema.AlertSubject(schema.SeverityWarning, "buffer_capacity"), alerts)
-	defer sub.Unsubscribe()
-	sup := startNodeNoWait(t, e, e.fastConfig("n1"))
-	_ = sup
-	for i := range 85 {
-		m := nats.NewMsg(schema.RequestSubject("n1", "c1"))
-		m.Header.Set(schema.HeaderReplyTo, "_INBOX.test")
-		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("req-%d", i))
-		m.Data = []byte(`{"op":"task.list","args":{}}`)
-		if _, err := e.bs.JetStream().PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case m := <-alerts:
-		var a struct {
-			Kind    string         `json:"kind"`
-			Details map[string]any `json:"details"`
-		}
-		if err := json.Unmarshal(m.Data, &a); err != nil || a.Kind != "buffer_capacity" || a.Details["client_id"] != "c1" || a.Details["buffered"] != float64(85) {
-			t.Fatalf("alert %s (%v)", m.Data, err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no buffer_capacity alert with a client's buffer 85% full")
-	}
-	select {
-	case m := <-alerts:
-		t.Fatalf("the same condition alerted twice: %s", m.Data)
-	case <-time.After(time.Second):
 	}
 }
 

@@ -31,11 +31,12 @@ func (w *worker) takeSnapshot(ctx context.Context, trigger string) (*schema.Snap
 		return nil, err
 	}
 	if info.SizeBytes > w.env.MaxStateSize {
-		msg := fmt.Sprintf("state of %s is %d bytes, above %d", w.env.NodeID, info.SizeBytes, w.env.MaxStateSize)
-		w.log.Warn(msg)
-		_ = w.ipc.Event(evAlert, map[string]any{"severity": schema.SeverityInfo, "kind": "state_size", "message": msg,
-			"details": map[string]any{"size_bytes": info.SizeBytes, "max_state_size": w.env.MaxStateSize}})
+		w.log.Warn(fmt.Sprintf("state of %s is %d bytes, above %d", w.env.NodeID, info.SizeBytes, w.env.MaxStateSize))
 	}
+	// Every snapshot, above the maximum or not: the supervisor raises
+	// state_size and resolves it with a later snapshot under it.
+	_ = w.ipc.Event(evSnapshot, snapshotEvent{SnapshotID: info.SnapshotID, Trigger: trigger, SizeBytes: info.SizeBytes,
+		MaxStateSize: w.env.MaxStateSize})
 	list, err := w.bs.ListSnapshots(ctx, w.env.NodeID)
 	if err != nil {
 		return &info, nil

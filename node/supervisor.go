@@ -55,7 +55,8 @@ type Supervisor struct {
 	nodeConfig  NodeConfig
 	stateSchema int
 	hbSeq       uint64
-	buffered    int // requests waiting in the node's buffer, as watchBuffers last counted them
+	buffered    int        // requests waiting in the node's buffer, as watchBuffers last counted them
+	conds       conditions // alert conditions open (alertcond.go)
 	crash       *backoff.ExponentialBackOff
 
 	ctx  context.Context // cancelled when Run ends
@@ -202,6 +203,7 @@ func (s *Supervisor) load(ctx context.Context) error {
 	if s.hist, err = loadHistory(cctx, s.bs, s.cfg.NodeID); err != nil {
 		return fmt.Errorf("node: loading restart history: %w", err)
 	}
+	s.openFromStore(cctx)
 	return s.register(cctx)
 }
 

@@ -20,7 +20,7 @@ import (
 	"github.com/restartcoord/restartcoord/internal/metrics"
 )
 
-const coordUsage = "restartcoord coordinator [--id ID] [--server URL] [--http ADDR] [--alerts-config FILE | --alert-webhook URL [--alert-webhook-secret-file FILE]] [--lease-ttl 8s] [--heartbeat 1s] [--log-level info]"
+const coordUsage = "restartcoord coordinator [--id ID] [--server URL] [--http ADDR] [--alerts-config FILE | --alert-webhook URL [--alert-webhook-secret-file FILE]] [--lease-ttl 8s] [--heartbeat 1s] [--unhealthy-alert-after 5m] [--log-level info]"
 
 // runCoordinator runs one coordinator (run two or three: one leads). With
 // --http it also serves the dashboard at / and its metrics at /metrics.
@@ -32,6 +32,8 @@ func runCoordinator(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.ID, "id", "", "instance id (default: coord-<host>-<random>)")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "leader lease TTL (longer than a JetStream failover)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "the nodes' heartbeat interval")
+	fs.DurationVar(&cfg.UnhealthyAlertAfter, "unhealthy-alert-after", coordinator.DefaultUnhealthyAlertAfter,
+		"a node that answers but stays unhealthy this long raises health_check_failed")
 	httpAddr := fs.String("http", "", "serve the dashboard at / and Prometheus metrics at /metrics on HOST:PORT (e.g. 127.0.0.1:8080)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	var af alertFlags
@@ -42,6 +44,9 @@ func runCoordinator(ctx context.Context, args []string) error {
 	}
 	if len(pos) > 0 {
 		return usageErr("unexpected arguments %v (usage: %s)", pos, coordUsage)
+	}
+	if cfg.UnhealthyAlertAfter <= 0 {
+		return usageErr("--unhealthy-alert-after must be positive, got %s", cfg.UnhealthyAlertAfter)
 	}
 	if err := af.apply(&cfg); err != nil {
 		return err

@@ -20,7 +20,7 @@ import (
 	"github.com/restartcoord/restartcoord/node"
 )
 
-const devUsage = "restartcoord dev [--nodes 3] [--nats-port 4222] [--data DIR] [--http ADDR] [--alerts-config FILE | --alert-webhook URL [--alert-webhook-secret-file FILE]] [--log-level info]"
+const devUsage = "restartcoord dev [--nodes 3] [--nats-port 4222] [--data DIR] [--http ADDR] [--alerts-config FILE | --alert-webhook URL [--alert-webhook-secret-file FILE]] [--unhealthy-alert-after 5m] [--log-level info]"
 
 func runDev(ctx context.Context, args []string) error {
 	fs := newFlags("dev", devUsage)
@@ -31,6 +31,8 @@ func runDev(ctx context.Context, args []string) error {
 	httpAddr := fs.String("http", "", "serve the dashboard at / and the metrics of every node and the coordinator at /metrics on HOST:PORT (e.g. 127.0.0.1:8080)")
 	var af alertFlags
 	af.register(fs)
+	unhealthyAfter := fs.Duration("unhealthy-alert-after", coordinator.DefaultUnhealthyAlertAfter,
+		"a node that answers but stays unhealthy this long raises health_check_failed")
 	pos, err := parse(fs, args, devUsage)
 	if err != nil {
 		return err
@@ -44,6 +46,9 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	if *nodes < 1 || *nodes > 100 {
 		return usageErr("--nodes must be 1..100, got %d", *nodes)
+	}
+	if *unhealthyAfter <= 0 {
+		return usageErr("--unhealthy-alert-after must be positive, got %s", *unhealthyAfter)
 	}
 	if *port < 0 || *port > 65535 {
 		return usageErr("--nats-port must be 0..65535, got %d", *port)
@@ -104,6 +109,7 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	ccfg := coordinator.DefaultConfig()
 	ccfg.ID, ccfg.NATS.URL, ccfg.Version, ccfg.Logger = "coord-dev", url, version, lg
+	ccfg.UnhealthyAlertAfter = *unhealthyAfter
 	ccfg.Alerts, ccfg.AlertsText = alerts.Alerts, alerts.AlertsText
 	if reg != nil {
 		ccfg.Metrics = reg

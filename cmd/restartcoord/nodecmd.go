@@ -18,7 +18,7 @@ import (
 	"github.com/restartcoord/restartcoord/schema"
 )
 
-const nodeUsage = "restartcoord node --id NODE [--group G] [--priority N] [--server URL] [--config FILE] [--log-dir DIR] [--state-schema 1|2] [--no-fast-takeover] [--metrics-addr ADDR]"
+const nodeUsage = "restartcoord node --id NODE [--group G] [--priority N] [--server URL] [--config FILE] [--log-dir DIR] [--state-schema 1|2] [--no-fast-takeover] [--metrics-addr ADDR] [--slow-restart 60s] [--backup-max-age 168h] [--log-max-size BYTES]"
 
 func runNode(ctx context.Context, args []string) error {
 	fs := newFlags("node", nodeUsage)
@@ -33,6 +33,9 @@ func runNode(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.StateSchema, "state-schema", cfg.StateSchema, "schema version snapshots are written in (1 to test a schema_migration restart)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", cfg.HeartbeatInterval, "heartbeat interval")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", cfg.SnapshotInterval, "periodic snapshot interval")
+	fs.DurationVar(&cfg.SlowRestart, "slow-restart", cfg.SlowRestart, "a restart longer than this raises slow_restart")
+	fs.DurationVar(&cfg.BackupMaxAge, "backup-max-age", cfg.BackupMaxAge, "a newest backup older than this (or none on a node running this long) raises backup_age")
+	fs.Int64Var(&cfg.LogMaxSize, "log-max-size", cfg.LogMaxSize, "the node's log file (LOG-DIR/ID.log) above this many bytes raises log_size")
 	noFast := fs.Bool("no-fast-takeover", false, "after a crash, wait out the node id lease even when its holder is proven dead on this machine")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9100); empty: none")
